@@ -1,0 +1,16 @@
+//! # sscnmf
+//!
+//! Piano transcription by semi-supervised convolutive NMF
+//! (Wu, Marmoret & Cohen, "Semi-Supervised Convolutive NMF for Automatic Music
+//! Transcription", SMC 2022).
+//!
+//! The pipeline, one module per stage, data flowing one way:
+//!
+//! audio → [`spectrogram`] → [`factorization`] → [`templates`] →
+//! [`transcription`] (activations → notes) → [`notes`] (MIDI, CSV, MAPS txt) →
+//! [`evaluation`] → [`experiments`].
+
+pub mod error;
+pub mod notes;
+
+pub use error::{Error, ErrorKind, Result};
