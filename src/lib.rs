@@ -6,11 +6,18 @@
 //!
 //! The pipeline, one module per stage, data flowing one way:
 //!
-//! audio → [`spectrogram`] → [`factorization`] → [`templates`] →
+//! [`audio`] → [`spectrogram`] → [`factorization`] → [`templates`] →
 //! [`transcription`] (activations → notes) → [`notes`] (MIDI, CSV, MAPS txt) →
 //! [`evaluation`] → [`experiments`].
 
+pub mod audio;
 pub mod error;
+pub mod evaluation;
+pub mod experiments;
+pub mod factorization;
 pub mod notes;
+pub mod spectrogram;
+pub mod templates;
+pub mod transcription;
 
 pub use error::{Error, ErrorKind, Result};
