@@ -66,6 +66,12 @@ impl Error {
         Error { kind: ErrorKind::Io, path: Some(path.to_path_buf()), message, source: Some(Box::new(err)) }
     }
 
+    /// Replaces the message, keeping kind, path and source.
+    pub fn with_message(mut self, message: impl Into<String>) -> Self {
+        self.message = one_line(message.into());
+        self
+    }
+
     /// Attach the file this error concerns (kept if one is already set).
     pub fn with_path(mut self, path: &Path) -> Self {
         if self.path.is_none() {

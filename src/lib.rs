@@ -15,6 +15,7 @@ pub mod error;
 pub mod evaluation;
 pub mod experiments;
 pub mod factorization;
+pub mod files;
 pub mod notes;
 pub mod spectrogram;
 pub mod templates;

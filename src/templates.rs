@@ -1,1 +1,495 @@
-//! (stage under construction)
+//! Note templates: learning one per pitch from isolated-note recordings, and
+//! the dictionary file that stores them.
+//!
+//! # Learning
+//!
+//! Each recording of one isolated note becomes a magnitude spectrogram, and a
+//! rank-one CNMF of it ([`crate::factorization::learn_rank_one`]) gives the
+//! note's F × τ template (Wu, Marmoret & Cohen 2022, §3.1).
+//!
+//! # The dictionary file (format version 1)
+//!
+//! A [safetensors](https://huggingface.co/docs/safetensors) file, readable
+//! from Python with `safetensors.numpy.load_file` / `safe_open`:
+//!
+//! | tensor | dtype | shape | meaning |
+//! |---|---|---|---|
+//! | `templates` | F32 | [K, τ, F] | `templates[q, i, f]` = W[f, i, q] of the paper, each template summing to 1 |
+//! | `pitches` | U8 | [K] | MIDI pitch of template q, strictly increasing |
+//!
+//! and string metadata (`__metadata__`): `format` = `sscnmf-templates`,
+//! `format_version` = `1`, `sample_rate`, `n_fft`, `win_length`,
+//! `hop_length`, `window` (`hann`), `tau`, `beta`, `iterations`,
+//! `tool_version`, `source` (free text), `missing_pitches` (JSON list of the
+//! MIDI pitches 21..=108 with no template).
+//!
+//! ```python
+//! from safetensors import safe_open
+//! with safe_open("piano.templates", "numpy") as f:
+//!     meta = f.metadata(); W = f.get_tensor("templates")   # (K, tau, F)
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+
+use crate::audio::{load_audio, DecodeOptions};
+use crate::factorization::{learn_rank_one, Beta, ConvTemplates, Matrix, RankOneCnmf};
+use crate::spectrogram::{Stft, StftConfig};
+use crate::{Error, ErrorKind, Result};
+
+/// The dictionary file's format name (`format` metadata key).
+pub const FORMAT_NAME: &str = "sscnmf-templates";
+/// The dictionary file's format version written by this build.
+pub const FORMAT_VERSION: u32 = 1;
+/// The piano's range: A0 (21) to C8 (108).
+pub const PIANO_PITCHES: std::ops::RangeInclusive<u8> = 21..=108;
+
+/// The parameters a dictionary was learned with; transcription must use the
+/// same STFT.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TemplateParams {
+    /// The STFT the templates were computed with.
+    pub stft: StftConfig,
+    /// β of the divergence used for learning.
+    pub beta: f64,
+    /// Maximum learning iterations.
+    pub iterations: usize,
+    /// The version of sscnmf that learned them.
+    pub tool_version: String,
+    /// Free text: where the notes came from.
+    pub source: String,
+}
+
+/// Templates for a set of MIDI pitches, with their parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TemplateDictionary {
+    /// One template per pitch, F × τ × K, L1-normalised.
+    pub templates: ConvTemplates<f32>,
+    /// MIDI pitch of each template, strictly increasing.
+    pub pitches: Vec<u8>,
+    /// How they were made.
+    pub params: TemplateParams,
+}
+
+impl TemplateDictionary {
+    /// τ, frames per template.
+    pub fn tau(&self) -> usize {
+        self.templates.tau
+    }
+
+    /// Piano pitches (21..=108) that have no template.
+    pub fn missing_pitches(&self) -> Vec<u8> {
+        PIANO_PITCHES.filter(|p| !self.pitches.contains(p)).collect()
+    }
+
+    /// The dictionary as safetensors bytes (format above).
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        use safetensors::tensor::{serialize, Dtype, TensorView};
+        let t = &self.templates;
+        let bytes: Vec<u8> = t.data.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let templates = TensorView::new(Dtype::F32, vec![t.n_templates, t.tau, t.n_bins], &bytes)
+            .map_err(|e| Error::internal(format!("templates tensor: {e}")))?;
+        let pitches = TensorView::new(Dtype::U8, vec![self.pitches.len()], &self.pitches)
+            .map_err(|e| Error::internal(format!("pitches tensor: {e}")))?;
+        let p = &self.params;
+        let missing = self.missing_pitches();
+        let meta: HashMap<String, String> = [
+            ("format", FORMAT_NAME.to_string()),
+            ("format_version", FORMAT_VERSION.to_string()),
+            ("sample_rate", p.stft.sample_rate.to_string()),
+            ("n_fft", p.stft.n_fft.to_string()),
+            ("win_length", p.stft.win_length.to_string()),
+            ("hop_length", p.stft.hop_length.to_string()),
+            ("window", "hann".to_string()),
+            ("tau", t.tau.to_string()),
+            ("beta", p.beta.to_string()),
+            ("iterations", p.iterations.to_string()),
+            ("tool_version", p.tool_version.clone()),
+            ("source", p.source.clone()),
+            ("missing_pitches", serde_json::to_string(&missing).expect("list of integers")),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        serialize([("pitches", pitches), ("templates", templates)], &Some(meta))
+            .map_err(|e| Error::internal(format!("serialising templates: {e}")))
+    }
+
+    /// Parses and validates a dictionary from safetensors bytes.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        use safetensors::tensor::{Dtype, SafeTensors};
+        let bad = |msg: String| Error::new(ErrorKind::Templates, msg);
+        let st = SafeTensors::deserialize(bytes).map_err(|e| bad(format!("not a valid templates file ({e})")))?;
+        let meta = st.metadata().clone().unwrap_or_default();
+        let get = |key: &str| meta.get(key).ok_or_else(|| bad(format!("not a templates file: metadata `{key}` is missing")));
+        if get("format")? != FORMAT_NAME {
+            return Err(bad(format!("not a templates file (format `{}`)", get("format")?)));
+        }
+        let version: u32 = get("format_version")?.parse().map_err(|_| bad("bad format_version".into()))?;
+        if version != FORMAT_VERSION {
+            return Err(bad(format!(
+                "templates format version {version} is not supported by this sscnmf (reads version {FORMAT_VERSION})"
+            )));
+        }
+        let num = |key: &str| -> Result<usize> {
+            get(key)?.parse::<usize>().map_err(|_| bad(format!("metadata `{key}` is not a whole number")))
+        };
+        let stft = StftConfig {
+            sample_rate: num("sample_rate")? as u32,
+            n_fft: num("n_fft")?,
+            win_length: num("win_length")?,
+            hop_length: num("hop_length")?,
+        };
+        stft.validate().map_err(|e| bad(format!("invalid STFT settings in metadata: {}", e.message())))?;
+        if get("window")? != "hann" {
+            return Err(bad(format!("unsupported window `{}`", get("window")?)));
+        }
+        let beta: f64 = get("beta")?.parse().map_err(|_| bad("metadata `beta` is not a number".into()))?;
+        let tau_meta = num("tau")?;
+
+        let pitches_view = st.tensor("pitches").map_err(|_| bad("tensor `pitches` is missing".into()))?;
+        let templates_view = st.tensor("templates").map_err(|_| bad("tensor `templates` is missing".into()))?;
+        if pitches_view.dtype() != Dtype::U8 || pitches_view.shape().len() != 1 {
+            return Err(bad("tensor `pitches` must be U8 of shape [K]".into()));
+        }
+        if templates_view.dtype() != Dtype::F32 || templates_view.shape().len() != 3 {
+            return Err(bad("tensor `templates` must be F32 of shape [K, tau, F]".into()));
+        }
+        let pitches = pitches_view.data().to_vec();
+        let shape = templates_view.shape().to_vec();
+        let (k, tau, f) = (shape[0], shape[1], shape[2]);
+        if k == 0 || pitches.is_empty() {
+            return Err(bad("the file holds no templates".into()));
+        }
+        if k != pitches.len() {
+            return Err(bad(format!("{k} templates but {} pitches", pitches.len())));
+        }
+        if tau != tau_meta || tau == 0 {
+            return Err(bad(format!("templates have {tau} frames but metadata says tau = {tau_meta}")));
+        }
+        if f != stft.n_fft / 2 + 1 {
+            return Err(bad(format!(
+                "templates have {f} frequency bins but n_fft = {} gives {}",
+                stft.n_fft,
+                stft.n_fft / 2 + 1
+            )));
+        }
+        if pitches.windows(2).any(|w| w[0] >= w[1]) || pitches.iter().any(|&p| p > 127) {
+            return Err(bad("pitches must be distinct MIDI numbers in increasing order".into()));
+        }
+        let data: Vec<f32> =
+            templates_view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        if let Some(pos) = data.iter().position(|x| !x.is_finite() || *x < 0.0) {
+            let q = pos / (tau * f);
+            return Err(bad(format!(
+                "template of MIDI pitch {} holds a negative or non-finite value ({})",
+                pitches[q], data[pos]
+            )));
+        }
+        for q in 0..k {
+            if data[q * tau * f..(q + 1) * tau * f].iter().all(|&x| x == 0.0) {
+                return Err(bad(format!("template of MIDI pitch {} is all zeros", pitches[q])));
+            }
+        }
+        Ok(TemplateDictionary {
+            templates: ConvTemplates::new(f, tau, k, data)?,
+            pitches,
+            params: TemplateParams {
+                stft,
+                beta,
+                iterations: num("iterations")?,
+                tool_version: meta.get("tool_version").cloned().unwrap_or_default(),
+                source: meta.get("source").cloned().unwrap_or_default(),
+            },
+        })
+    }
+
+    /// Reads and validates a dictionary file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        if bytes.is_empty() {
+            return Err(Error::new(ErrorKind::Templates, "empty file").with_path(path));
+        }
+        Self::from_bytes(&bytes).map_err(|e| e.with_path(path))
+    }
+
+    /// Writes the dictionary atomically (a temporary file in the same folder,
+    /// then renamed), so a failure leaves no partial file.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        crate::files::write_atomically(path, &self.to_bytes()?)
+    }
+
+    /// Keeps only the templates whose pitch is in `range` (e.g. to transcribe
+    /// a smaller instrument with a piano dictionary).
+    pub fn restrict(&self, range: std::ops::RangeInclusive<u8>) -> Result<Self> {
+        let keep: Vec<usize> = (0..self.pitches.len()).filter(|&q| range.contains(&self.pitches[q])).collect();
+        if keep.is_empty() {
+            return Err(Error::invalid_input(format!(
+                "no template between MIDI {} and {}",
+                range.start(),
+                range.end()
+            )));
+        }
+        let mut data = Vec::with_capacity(keep.len() * self.templates.tau * self.templates.n_bins);
+        for &q in &keep {
+            data.extend_from_slice(self.templates.template(q));
+        }
+        Ok(TemplateDictionary {
+            templates: ConvTemplates::new(self.templates.n_bins, self.templates.tau, keep.len(), data)?,
+            pitches: keep.iter().map(|&q| self.pitches[q]).collect(),
+            params: self.params.clone(),
+        })
+    }
+}
+
+/// One isolated-note recording and its MIDI pitch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoteRecording {
+    /// The audio file.
+    pub path: PathBuf,
+    /// Its MIDI pitch.
+    pub pitch: u8,
+}
+
+/// The parts of a MAPS isolated-note file name
+/// `MAPS_ISOL_NO_<I>_S<s>_M<midi>_<piano>.<ext>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MapsNoteName {
+    /// Intensity: `P`, `M` or `F` (MAPS also has others, e.g. `PP`).
+    pub intensity: String,
+    /// Sustain pedal: 0 or 1.
+    pub sustain: u8,
+    /// MIDI pitch.
+    pub pitch: u8,
+    /// Piano name.
+    pub piano: String,
+}
+
+/// Parses a MAPS isolated-note file name (without folders), or `None`.
+pub fn parse_maps_note_name(file_name: &str) -> Option<MapsNoteName> {
+    let stem = file_name.rsplit_once('.').map(|(s, _)| s).unwrap_or(file_name);
+    let rest = stem.strip_prefix("MAPS_ISOL_NO_")?;
+    let mut parts = rest.splitn(4, '_');
+    let intensity = parts.next()?.to_string();
+    let sustain = parts.next()?.strip_prefix('S')?.parse().ok()?;
+    let pitch: u8 = parts.next()?.strip_prefix('M')?.parse().ok()?;
+    let piano = parts.next()?.to_string();
+    if intensity.is_empty() || piano.is_empty() || pitch > 127 {
+        return None;
+    }
+    Some(MapsNoteName { intensity, sustain, pitch, piano })
+}
+
+/// Audio file extensions the tool reads.
+pub const AUDIO_EXTENSIONS: &[&str] = &["wav", "flac", "mp3", "ogg"];
+
+/// Whether `path` has one of [`AUDIO_EXTENSIONS`].
+pub fn is_audio_file(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .map(|e| AUDIO_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+        .unwrap_or(false)
+}
+
+/// The isolated notes in `dir` named in MAPS's convention, filtered by
+/// intensity (`None` = any) and sustain (`None` = any), sorted by pitch.
+/// Two files for one pitch are an error naming both.
+pub fn discover_maps_notes(dir: &Path, intensity: Option<&str>, sustain: Option<u8>) -> Result<Vec<NoteRecording>> {
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
+    let mut by_pitch: BTreeMap<u8, PathBuf> = BTreeMap::new();
+    let mut names: Vec<PathBuf> = Vec::new();
+    for entry in entries {
+        let path = entry.map_err(|e| Error::io(dir, e))?.path();
+        if is_audio_file(&path) {
+            names.push(path);
+        }
+    }
+    names.sort();
+    for path in names {
+        let Some(name) = path.file_name().and_then(|n| n.to_str()).and_then(parse_maps_note_name) else {
+            continue;
+        };
+        if intensity.is_some_and(|i| i != name.intensity) || sustain.is_some_and(|s| s != name.sustain) {
+            continue;
+        }
+        if let Some(other) = by_pitch.insert(name.pitch, path.clone()) {
+            return Err(Error::invalid_input(format!(
+                "two recordings of MIDI pitch {}: {} and {} (choose one with --intensity, or use --manifest)",
+                name.pitch,
+                other.display(),
+                path.display()
+            )));
+        }
+    }
+    if by_pitch.is_empty() {
+        return Err(Error::invalid_input(format!(
+            "no isolated-note recordings named MAPS_ISOL_NO_<I>_S<s>_M<midi>_<piano>.<wav|flac|mp3|ogg>{} here; \
+             use --manifest for other names",
+            intensity.map(|i| format!(" with intensity {i}")).unwrap_or_default()
+        ))
+        .with_path(dir));
+    }
+    Ok(by_pitch.into_iter().map(|(pitch, path)| NoteRecording { path, pitch }).collect())
+}
+
+/// Reads a manifest CSV with columns `path,midi` (a header line naming them
+/// is required; paths relative to the manifest's folder). Duplicated pitches
+/// are an error naming both files.
+pub fn read_manifest(path: &Path) -> Result<Vec<NoteRecording>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let bad = |line: usize, msg: &str| Error::invalid_input(format!("line {line}: {msg}")).with_path(path);
+    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
+    let (_, header) = lines.next().ok_or_else(|| bad(1, "empty manifest"))?;
+    let cols: Vec<String> = header.split(',').map(|c| c.trim().to_ascii_lowercase()).collect();
+    let path_col = cols.iter().position(|c| c == "path").ok_or_else(|| bad(1, "header must name a `path` column"))?;
+    let midi_col = cols.iter().position(|c| c == "midi").ok_or_else(|| bad(1, "header must name a `midi` column"))?;
+    let mut by_pitch: BTreeMap<u8, PathBuf> = BTreeMap::new();
+    for (i, line) in lines {
+        let fields: Vec<&str> = line.split(',').map(|f| f.trim()).collect();
+        let (Some(p), Some(m)) = (fields.get(path_col), fields.get(midi_col)) else {
+            return Err(bad(i + 1, "missing fields"));
+        };
+        let pitch: u8 = m.parse().ok().filter(|&p: &u8| p <= 127).ok_or_else(|| bad(i + 1, "midi must be 0..127"))?;
+        let file = base.join(p);
+        if let Some(other) = by_pitch.insert(pitch, file.clone()) {
+            return Err(bad(
+                i + 1,
+                &format!("two recordings of MIDI pitch {pitch}: {} and {}", other.display(), file.display()),
+            ));
+        }
+    }
+    if by_pitch.is_empty() {
+        return Err(bad(1, "the manifest lists no notes"));
+    }
+    Ok(by_pitch.into_iter().map(|(pitch, path)| NoteRecording { path, pitch }).collect())
+}
+
+/// Learns templates from isolated-note recordings.
+#[derive(Debug, Clone, Default)]
+pub struct TemplateLearner {
+    /// The STFT (default: the paper's, 44.1 kHz, 8192/4096/882).
+    pub stft: StftConfig,
+    /// The rank-one CNMF (default: τ = 10, 500 iterations, KL).
+    pub cnmf: RankOneCnmf,
+    /// How to decode (default: mean of the channels, whole file).
+    pub decode: DecodeOptions,
+    /// Free text stored in the dictionary's `source` metadata.
+    pub source: String,
+}
+
+impl TemplateLearner {
+    /// The template of one recording (F × τ, unit L1 norm).
+    pub fn learn_one(&self, stft: &Stft, note: &NoteRecording) -> Result<Matrix<f64>> {
+        let audio = load_audio(&note.path, &self.decode, self.stft.sample_rate)?;
+        let spec = stft.magnitude(&audio.samples);
+        let m = Matrix::from_column_major(spec.n_bins, spec.n_frames, spec.data)?;
+        let fit = learn_rank_one(&m, &self.cnmf).map_err(|e| e.with_path(&note.path))?;
+        Ok(fit.template)
+    }
+
+    /// Learns every note (in parallel), calling `on_done` after each, and
+    /// returns the dictionary sorted by pitch. The first failure is returned
+    /// as an error naming its file.
+    pub fn learn(&self, notes: &[NoteRecording], on_done: impl Fn(&NoteRecording) + Sync) -> Result<TemplateDictionary> {
+        Beta::new(self.cnmf.beta.value())?;
+        let stft = Stft::new(self.stft.clone())?;
+        let mut sorted = notes.to_vec();
+        sorted.sort_by_key(|n| n.pitch);
+        if sorted.windows(2).any(|w| w[0].pitch == w[1].pitch) {
+            return Err(Error::invalid_input("two recordings of the same pitch"));
+        }
+        let learned: Vec<Result<Matrix<f64>>> = sorted
+            .par_iter()
+            .map(|note| {
+                let r = self.learn_one(&stft, note);
+                on_done(note);
+                r
+            })
+            .collect();
+        let f = self.stft.n_fft / 2 + 1;
+        let tau = self.cnmf.tau;
+        let mut data = Vec::with_capacity(f * tau * sorted.len());
+        for r in learned {
+            data.extend(r?.data.iter().map(|&x| x as f32));
+        }
+        Ok(TemplateDictionary {
+            templates: ConvTemplates::new(f, tau, sorted.len(), data)?,
+            pitches: sorted.iter().map(|n| n.pitch).collect(),
+            params: TemplateParams {
+                stft: self.stft.clone(),
+                beta: self.cnmf.beta.value(),
+                iterations: self.cnmf.iterations,
+                tool_version: env!("CARGO_PKG_VERSION").to_string(),
+                source: self.source.clone(),
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn small_dictionary() -> TemplateDictionary {
+        let stft = StftConfig { sample_rate: 8000, n_fft: 16, win_length: 8, hop_length: 4 };
+        let data: Vec<f32> = (0..9 * 2 * 3).map(|i| (i % 7) as f32 / 50.0 + 0.01).collect();
+        TemplateDictionary {
+            templates: ConvTemplates::new(9, 2, 3, data).unwrap(),
+            pitches: vec![40, 60, 61],
+            params: TemplateParams { stft, beta: 1.0, iterations: 5, tool_version: "test".into(), source: "unit".into() },
+        }
+    }
+
+    #[test]
+    fn dictionary_round_trips_through_safetensors() {
+        let d = small_dictionary();
+        let back = TemplateDictionary::from_bytes(&d.to_bytes().unwrap()).unwrap();
+        assert_eq!(back, d);
+        assert_eq!(d.missing_pitches().len(), 88 - 1);
+    }
+
+    #[test]
+    fn damaged_dictionaries_are_rejected_with_a_reason() {
+        let bytes = small_dictionary().to_bytes().unwrap();
+        let err = TemplateDictionary::from_bytes(&bytes[..bytes.len() - 10]).unwrap_err();
+        assert!(err.to_string().contains("not a valid templates file"), "{err}");
+        assert!(TemplateDictionary::from_bytes(b"hello").is_err());
+        assert!(TemplateDictionary::from_bytes(&[]).is_err());
+        let mut d = small_dictionary();
+        d.templates.data[5] = f32::NAN;
+        let err = TemplateDictionary::from_bytes(&d.to_bytes().unwrap()).unwrap_err();
+        assert!(err.to_string().contains("non-finite"), "{err}");
+        let mut d = small_dictionary();
+        d.params.stft.n_fft = 32;
+        let err = TemplateDictionary::from_bytes(&d.to_bytes().unwrap()).unwrap_err();
+        assert!(err.to_string().contains("frequency bins"), "{err}");
+    }
+
+    #[test]
+    fn maps_names_parse() {
+        let n = parse_maps_note_name("MAPS_ISOL_NO_M_S0_M60_FluidR3.flac").unwrap();
+        assert_eq!(n, MapsNoteName { intensity: "M".into(), sustain: 0, pitch: 60, piano: "FluidR3".into() });
+        let n = parse_maps_note_name("MAPS_ISOL_NO_PP_S1_M108_ENSTDkCl.wav").unwrap();
+        assert_eq!((n.intensity.as_str(), n.sustain, n.pitch), ("PP", 1, 108));
+        assert!(parse_maps_note_name("MAPS_MUS-bach_FluidR3.flac").is_none());
+        assert!(parse_maps_note_name("MAPS_ISOL_NO_M_S0_Mxx_F.wav").is_none());
+    }
+
+    #[test]
+    fn discovery_filters_and_reports_duplicates() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["MAPS_ISOL_NO_M_S0_M60_X.wav", "MAPS_ISOL_NO_F_S0_M60_X.wav", "MAPS_ISOL_NO_M_S0_M61_X.flac", "notes.txt"] {
+            std::fs::write(dir.path().join(name), b"").unwrap();
+        }
+        let found = discover_maps_notes(dir.path(), Some("M"), Some(0)).unwrap();
+        assert_eq!(found.iter().map(|n| n.pitch).collect::<Vec<_>>(), vec![60, 61]);
+        let err = discover_maps_notes(dir.path(), None, None).unwrap_err().to_string();
+        assert!(err.contains("MAPS_ISOL_NO_F_S0_M60_X.wav") && err.contains("MAPS_ISOL_NO_M_S0_M60_X.wav"), "{err}");
+        std::fs::write(dir.path().join("m.csv"), "path,midi\na.wav,60\nb.wav,60\n").unwrap();
+        let err = read_manifest(&dir.path().join("m.csv")).unwrap_err().to_string();
+        assert!(err.contains("a.wav") && err.contains("b.wav"), "{err}");
+    }
+}

@@ -1,0 +1,51 @@
+//! Writing output files safely: never a partial file, never a silent
+//! overwrite of an input.
+
+use std::io::Write;
+use std::path::Path;
+
+use crate::{Error, Result};
+
+/// Writes `bytes` to `path` atomically: into a temporary file in the same
+/// folder, flushed, then renamed over `path`. If anything fails, `path` is
+/// untouched and the temporary file is removed, so a reader never sees a
+/// half-written file and an interrupted run leaves no debris.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(Error::io(path, std::io::Error::new(std::io::ErrorKind::NotFound, "folder does not exist"))
+            .with_message("cannot write: folder does not exist"));
+    }
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".sscnmf-")
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(|e| Error::io(path, e))?;
+    tmp.write_all(bytes).map_err(|e| Error::io(path, e))?;
+    tmp.as_file().sync_all().map_err(|e| Error::io(path, e))?;
+    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_whole_files_and_fails_cleanly() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("out.bin");
+        write_atomically(&target, b"abc").unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"abc");
+        write_atomically(&target, b"defg").unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"defg");
+        let missing = dir.path().join("no/such/folder/out.bin");
+        let err = write_atomically(&missing, b"x").unwrap_err().to_string();
+        assert!(err.contains("folder does not exist") && err.contains("out.bin"), "{err}");
+        // Nothing but the target is left in the folder.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+}
