@@ -466,6 +466,16 @@ mod tests {
     }
 
     #[test]
+    fn disjoint_matched_notes_have_a_negative_overlap_ratio() {
+        // Onset-only matching pairs notes that do not overlap at all:
+        // (0.92 − 0.93) / (0.94 − 0.91) = −1/3, as mir_eval computes it.
+        let s =
+            precision_recall_f1_overlap(&[note(0.91, 0.92, 58)], &[note(0.93, 0.94, 58)], &MatchParams::onset_only());
+        assert_eq!(s.matched, 1);
+        assert!((s.average_overlap_ratio + 1.0 / 3.0).abs() < 1e-9, "{s:?}");
+    }
+
+    #[test]
     fn evaluation_json_layout() {
         let notes = [note(0.0, 1.0, 60), note(0.5, 1.0, 72)];
         let e = evaluate(&notes, &notes[..1], 0.05, 0.2);

@@ -63,6 +63,9 @@
 //!
 //! The note-event CSV of basic-pitch: header
 //! `start_time_s,end_time_s,pitch_midi,velocity`, then one note per line.
+//! Columns are taken by position (onset, offset, pitch, velocity); header
+//! names are not checked, except that a fourth column is a velocity only
+//! when the header (if any) calls it `velocity`.
 //! Reading accepts extra trailing columns (basic-pitch's `pitch_bends`),
 //! files without the velocity column (velocity 100), files without a header
 //! (a first line whose first field is not a number is the header), blank
@@ -638,9 +641,10 @@ pub fn parse_json(text: &str) -> Result<Vec<Note>> {
 // ---------------------------------------------------------------------------
 
 /// Seconds → ticks of the files we write (0.1 ms), rounded to nearest and
-/// clamped to what a MIDI delta time can hold.
+/// clamped so that every delta time, and a one-tick note after the last
+/// onset, fits in a MIDI delta (28 bits).
 fn seconds_to_write_tick(seconds: f64) -> u64 {
-    let max = u28::max_value().as_int();
+    let max = u28::max_value().as_int() - 1;
     if seconds.is_finite() && seconds > 0.0 {
         (seconds * WRITE_TICKS_PER_SECOND).round().min(f64::from(max)) as u64
     } else {
@@ -1139,6 +1143,10 @@ mod tests {
             1e-12,
             true,
         );
+        // Times beyond 2^28 ticks (7.4 hours) are clamped, not wrapped.
+        let back = parse_midi(&to_midi_bytes(&[note(1e9, 2e9, 60, 100), note(0.5, 1.0, 61, 100)])).unwrap();
+        let last = f64::from((1u32 << 28) - 1) / 1e4;
+        assert_close(&back, &[note(0.5, 1.0, 61, 100), note(last - 1e-4, last, 60, 100)], 1e-9, true);
     }
 
     prop_compose! {
