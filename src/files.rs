@@ -19,11 +19,16 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
         return Err(Error::io(path, std::io::Error::new(std::io::ErrorKind::NotFound, "folder does not exist"))
             .with_message("cannot write: folder does not exist"));
     }
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".sscnmf-")
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .map_err(|e| Error::io(path, e))?;
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".sscnmf-").suffix(".tmp");
+    // tempfile creates files readable by the owner only; outputs should get
+    // the usual 0666 less the umask, like any file the user writes.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    let mut tmp = builder.tempfile_in(dir).map_err(|e| Error::io(path, e))?;
     tmp.write_all(bytes).map_err(|e| Error::io(path, e))?;
     tmp.as_file().sync_all().map_err(|e| Error::io(path, e))?;
     tmp.persist(path).map_err(|e| Error::io(path, e.error))?;

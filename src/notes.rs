@@ -764,22 +764,7 @@ pub fn write_notes(path: &Path, notes: &[Note], format: NoteFormat) -> Result<()
         NoteFormat::MapsTxt => to_maps_txt(notes).into_bytes(),
         NoteFormat::Json => to_json(notes).into_bytes(),
     };
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    let mut builder = tempfile::Builder::new();
-    builder.prefix(".sscnmf-").suffix(".tmp");
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        builder.permissions(std::fs::Permissions::from_mode(0o666));
-    }
-    let mut tmp = builder.tempfile_in(dir).map_err(|e| Error::io(path, e))?;
-    tmp.write_all(&bytes).map_err(|e| Error::io(path, e))?;
-    tmp.as_file().sync_all().map_err(|e| Error::io(path, e))?;
-    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
-    Ok(())
+    crate::files::write_atomically(path, &bytes)
 }
 
 #[cfg(test)]

@@ -122,7 +122,9 @@ impl TemplateDictionary {
         use safetensors::tensor::{Dtype, SafeTensors};
         let bad = |msg: String| Error::new(ErrorKind::Templates, msg);
         let st = SafeTensors::deserialize(bytes).map_err(|e| bad(format!("not a valid templates file ({e})")))?;
-        let meta = st.metadata().clone().unwrap_or_default();
+        let (_, header) =
+            SafeTensors::read_metadata(bytes).map_err(|e| bad(format!("not a valid templates file ({e})")))?;
+        let meta = header.metadata().clone().unwrap_or_default();
         let get = |key: &str| meta.get(key).ok_or_else(|| bad(format!("not a templates file: metadata `{key}` is missing")));
         if get("format")? != FORMAT_NAME {
             return Err(bad(format!("not a templates file (format `{}`)", get("format")?)));
