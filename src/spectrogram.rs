@@ -82,7 +82,7 @@ use realfft::{RealFftPlanner, RealToComplex};
 use crate::error::{Error, Result};
 
 /// STFT parameters, with librosa's names. [`Default`] gives the paper's values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StftConfig {
     /// Sample rate of the input, in Hz (default 44100). Used only to convert
     /// frames and bins to seconds and hertz.
@@ -226,9 +226,8 @@ impl Stft {
     pub fn new(config: StftConfig) -> Result<Stft> {
         config.validate()?;
         let n = config.win_length;
-        let window: Vec<f64> = (0..n)
-            .map(|i| 0.5 - 0.5 * (2.0 * std::f64::consts::PI * i as f64 / n as f64).cos())
-            .collect();
+        let window: Vec<f64> =
+            (0..n).map(|i| 0.5 - 0.5 * (2.0 * std::f64::consts::PI * i as f64 / n as f64).cos()).collect();
         let scale = 1.0 / window.iter().sum::<f64>();
         let fft = RealFftPlanner::<f64>::new().plan_fft_forward(config.n_fft);
         Ok(Stft { config, window, scale, fft })
@@ -265,20 +264,16 @@ impl Stft {
         // Frames at or past the end stay zero.
         let n_computed = total.saturating_sub(first_frame).min(n_frames);
         if n_computed > 0 {
-            data[..n_computed * n_bins]
-                .par_chunks_mut(n_bins)
-                .with_min_len(8)
-                .enumerate()
-                .for_each_init(
-                    || Buffers {
-                        input: self.fft.make_input_vec(),
-                        spectrum: self.fft.make_output_vec(),
-                        scratch: self.fft.make_scratch_vec(),
-                    },
-                    |buffers, (i, out)| self.frame_magnitude(samples, first_frame + i, buffers, out),
-                );
+            data[..n_computed * n_bins].par_chunks_mut(n_bins).with_min_len(8).enumerate().for_each_init(
+                || Buffers {
+                    input: self.fft.make_input_vec(),
+                    spectrum: self.fft.make_output_vec(),
+                    scratch: self.fft.make_scratch_vec(),
+                },
+                |buffers, (i, out)| self.frame_magnitude(samples, first_frame + i, buffers, out),
+            );
         }
-        Spectrogram { n_bins, n_frames, data, config: self.config }
+        Spectrogram { n_bins, n_frames, data, config: self.config.clone() }
     }
 
     /// Compute frame `t` into `out` (`n_bins` values).
@@ -343,9 +338,8 @@ mod tests {
         let nadd = (-(len - nperseg)).rem_euclid(nstep) % nperseg;
         padded.resize(padded.len() + nadd as usize, 0.0);
         let n_frames = (padded.len() - win) / hop + 1;
-        let w: Vec<f64> = (0..win)
-            .map(|n| 0.5 - 0.5 * (2.0 * std::f64::consts::PI * n as f64 / win as f64).cos())
-            .collect();
+        let w: Vec<f64> =
+            (0..win).map(|n| 0.5 - 0.5 * (2.0 * std::f64::consts::PI * n as f64 / win as f64).cos()).collect();
         let sw: f64 = w.iter().sum();
         let n_bins = nfft / 2 + 1;
         let mut out = Vec::with_capacity(n_frames * n_bins);
@@ -405,7 +399,7 @@ mod tests {
     #[test]
     fn matches_direct_dft_for_all_small_lengths() {
         let c = small();
-        let stft = Stft::new(c).unwrap();
+        let stft = Stft::new(c.clone()).unwrap();
         for len in 0..=200usize {
             let x = noise(len, len as u64);
             let (n_frames, expected) = reference(&x, &c);
@@ -430,7 +424,7 @@ mod tests {
             StftConfig { sample_rate: 8000, n_fft: 48, win_length: 16, hop_length: 3 },
             StftConfig { sample_rate: 8000, n_fft: 40, win_length: 30, hop_length: 7 },
         ] {
-            let stft = Stft::new(c).unwrap();
+            let stft = Stft::new(c.clone()).unwrap();
             for len in [1usize, 5, 29, 30, 31, 96, 97, 150] {
                 let x = noise(len, 7 + len as u64);
                 let (n_frames, expected) = reference(&x, &c);
@@ -482,19 +476,12 @@ mod tests {
         let stft = Stft::new(StftConfig::default()).unwrap();
         let x = noise(44100 * 2 + 123, 11);
         let run = |threads: usize| {
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap()
-                .install(|| stft.magnitude(&x))
+            rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(|| stft.magnitude(&x))
         };
         let one = run(1);
         for threads in [2, 3, 7] {
             let other = run(threads);
-            assert!(
-                one.data.iter().zip(&other.data).all(|(a, b)| a.to_bits() == b.to_bits()),
-                "{threads} threads"
-            );
+            assert!(one.data.iter().zip(&other.data).all(|(a, b)| a.to_bits() == b.to_bits()), "{threads} threads");
         }
     }
 
@@ -504,9 +491,8 @@ mod tests {
         let stft = Stft::new(c).unwrap();
         // 441 Hz = exactly bin 81.92 → use a bin-centred frequency instead.
         let f0 = 100.0 * 44100.0 / 8192.0;
-        let x: Vec<f32> = (0..44100)
-            .map(|n| (0.8 * (2.0 * std::f64::consts::PI * f0 * n as f64 / 44100.0).sin()) as f32)
-            .collect();
+        let x: Vec<f32> =
+            (0..44100).map(|n| (0.8 * (2.0 * std::f64::consts::PI * f0 * n as f64 / 44100.0).sin()) as f32).collect();
         let s = stft.magnitude(&x);
         let t = s.n_frames / 2;
         let frame = s.frame(t);

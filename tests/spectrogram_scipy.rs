@@ -81,11 +81,7 @@ fn thirty_seconds_is_fast() {
         best = best.min(start.elapsed().as_secs_f64());
         assert_eq!(spec.n_frames, 1501);
     }
-    println!(
-        "STFT of 30 s at 44.1 kHz: {:.1} ms on {} threads",
-        best * 1e3,
-        rayon::current_num_threads()
-    );
+    println!("STFT of 30 s at 44.1 kHz: {:.1} ms on {} threads", best * 1e3, rayon::current_num_threads());
     // Generous bound (debug builds, loaded CI machines); the target is < 100 ms in release.
     assert!(best < 5.0, "took {best} s");
 }
