@@ -318,12 +318,7 @@ fn learn(a: LearnArgs) -> anyhow::Result<()> {
             ..Default::default()
         },
         decode: DecodeOptions { channel: channel_selection(a.channel), ..Default::default() },
-        source: a
-            .manifest
-            .as_ref()
-            .or(a.notes_dir.as_ref())
-            .map(|p| p.display().to_string())
-            .unwrap_or_default(),
+        source: a.manifest.as_ref().or(a.notes_dir.as_ref()).map(|p| p.display().to_string()).unwrap_or_default(),
     };
     let bar = progress(notes.len(), a.quiet, "learning");
     let dictionary = learner.learn(&notes, |_| bar.inc(1))?;

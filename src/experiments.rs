@@ -236,7 +236,15 @@ fn mean_point(points: &[Point]) -> Point {
 }
 
 impl Condition {
-    fn summarise(train: &str, test: &str, tau: usize, songs: Vec<SongResult>, grid: &[f64], default: f64, learn_seconds: f64) -> Self {
+    fn summarise(
+        train: &str,
+        test: &str,
+        tau: usize,
+        songs: Vec<SongResult>,
+        grid: &[f64],
+        default: f64,
+        learn_seconds: f64,
+    ) -> Self {
         let n_grid = grid.len();
         let mean_f = |i: usize| songs.iter().map(|s| s.onset[i].f_measure).sum::<f64>() / songs.len().max(1) as f64;
         // Best mean F; ties go to the smaller δ.
@@ -246,9 +254,8 @@ impl Condition {
             .iter()
             .map(|s| *s.onset.iter().fold(&s.onset[0], |b, p| if p.f_measure > b.f_measure + 1e-12 { p } else { b }))
             .collect();
-        let default_index = (0..n_grid)
-            .min_by(|&a, &b| (grid[a] - default).abs().total_cmp(&(grid[b] - default).abs()))
-            .unwrap_or(0);
+        let default_index =
+            (0..n_grid).min_by(|&a, &b| (grid[a] - default).abs().total_cmp(&(grid[b] - default).abs())).unwrap_or(0);
         Condition {
             train_piano: train.to_string(),
             test_piano: test.to_string(),
@@ -268,11 +275,7 @@ impl Condition {
 /// The reference notes of the first `duration` seconds: onsets before it,
 /// offsets clipped to it.
 pub fn reference_excerpt(notes: &[Note], duration: f64) -> Vec<Note> {
-    notes
-        .iter()
-        .filter(|n| n.onset < duration)
-        .map(|n| Note { offset: n.offset.min(duration), ..*n })
-        .collect()
+    notes.iter().filter(|n| n.onset < duration).map(|n| Note { offset: n.offset.min(duration), ..*n }).collect()
 }
 
 /// Scores `estimate` against `reference` at one δ (onset-only).
@@ -348,7 +351,8 @@ pub fn run_experiment(config: &ExperimentConfig, progress: impl Fn(usize, usize,
             done += 1;
             let mut transcriber = Transcriber::new(dictionary)?;
             transcriber.regression.precision = config.precision;
-            transcriber.decode = DecodeOptions { duration_seconds: Some(config.duration_seconds), ..Default::default() };
+            transcriber.decode =
+                DecodeOptions { duration_seconds: Some(config.duration_seconds), ..Default::default() };
             for test in &tests {
                 if config.matched_only && train.name != test.name {
                     continue;
@@ -368,10 +372,24 @@ pub fn run_experiment(config: &ExperimentConfig, progress: impl Fn(usize, usize,
                         onset.push(onset_point(&reference, &estimate));
                         onset_offset_f.push(evaluate(&reference, &estimate, 0.05, 0.2).onset_offset.f_measure);
                     }
-                    songs.push(SongResult { song: song.id.clone(), n_reference: reference.len(), onset, onset_offset_f, seconds });
+                    songs.push(SongResult {
+                        song: song.id.clone(),
+                        n_reference: reference.len(),
+                        onset,
+                        onset_offset_f,
+                        seconds,
+                    });
                     done += 1;
                 }
-                conditions.push(Condition::summarise(&train.name, &test.name, tau, songs, grid, default_threshold, learn_seconds));
+                conditions.push(Condition::summarise(
+                    &train.name,
+                    &test.name,
+                    tau,
+                    songs,
+                    grid,
+                    default_threshold,
+                    learn_seconds,
+                ));
             }
         }
     }
@@ -430,11 +448,13 @@ impl Report {
         s.push_str("| templates | songs | τ | song | notes | F1 global | F1 best | best δ |\n|---|---|---|---|---|---|---|---|\n");
         for c in &self.conditions {
             for song in &c.songs {
-                let (bi, best) = song
-                    .onset
-                    .iter()
-                    .enumerate()
-                    .fold((0, &song.onset[0]), |b, (i, p)| if p.f_measure > b.1.f_measure + 1e-12 { (i, p) } else { b });
+                let (bi, best) = song.onset.iter().enumerate().fold((0, &song.onset[0]), |b, (i, p)| {
+                    if p.f_measure > b.1.f_measure + 1e-12 {
+                        (i, p)
+                    } else {
+                        b
+                    }
+                });
                 s.push_str(&format!(
                     "| {} | {} | {} | {} | {} | {:.1} | {:.1} | {:.2} |\n",
                     c.train_piano,

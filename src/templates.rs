@@ -125,7 +125,8 @@ impl TemplateDictionary {
         let (_, header) =
             SafeTensors::read_metadata(bytes).map_err(|e| bad(format!("not a valid templates file ({e})")))?;
         let meta = header.metadata().clone().unwrap_or_default();
-        let get = |key: &str| meta.get(key).ok_or_else(|| bad(format!("not a templates file: metadata `{key}` is missing")));
+        let get =
+            |key: &str| meta.get(key).ok_or_else(|| bad(format!("not a templates file: metadata `{key}` is missing")));
         if get("format")? != FORMAT_NAME {
             return Err(bad(format!("not a templates file (format `{}`)", get("format")?)));
         }
@@ -395,7 +396,11 @@ impl TemplateLearner {
     /// Learns every note (in parallel), calling `on_done` after each, and
     /// returns the dictionary sorted by pitch. The first failure is returned
     /// as an error naming its file.
-    pub fn learn(&self, notes: &[NoteRecording], on_done: impl Fn(&NoteRecording) + Sync) -> Result<TemplateDictionary> {
+    pub fn learn(
+        &self,
+        notes: &[NoteRecording],
+        on_done: impl Fn(&NoteRecording) + Sync,
+    ) -> Result<TemplateDictionary> {
         Beta::new(self.cnmf.beta.value())?;
         let stft = Stft::new(self.stft.clone())?;
         let mut sorted = notes.to_vec();
@@ -441,7 +446,13 @@ mod tests {
         TemplateDictionary {
             templates: ConvTemplates::new(9, 2, 3, data).unwrap(),
             pitches: vec![40, 60, 61],
-            params: TemplateParams { stft, beta: 1.0, iterations: 5, tool_version: "test".into(), source: "unit".into() },
+            params: TemplateParams {
+                stft,
+                beta: 1.0,
+                iterations: 5,
+                tool_version: "test".into(),
+                source: "unit".into(),
+            },
         }
     }
 
@@ -483,7 +494,9 @@ mod tests {
     #[test]
     fn discovery_filters_and_reports_duplicates() {
         let dir = tempfile::tempdir().unwrap();
-        for name in ["MAPS_ISOL_NO_M_S0_M60_X.wav", "MAPS_ISOL_NO_F_S0_M60_X.wav", "MAPS_ISOL_NO_M_S0_M61_X.flac", "notes.txt"] {
+        for name in
+            ["MAPS_ISOL_NO_M_S0_M60_X.wav", "MAPS_ISOL_NO_F_S0_M60_X.wav", "MAPS_ISOL_NO_M_S0_M61_X.flac", "notes.txt"]
+        {
             std::fs::write(dir.path().join(name), b"").unwrap();
         }
         let found = discover_maps_notes(dir.path(), Some("M"), Some(0)).unwrap();

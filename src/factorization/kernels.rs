@@ -25,11 +25,28 @@ use super::{Beta, ConvTemplates, Matrix, MODEL_FLOOR};
 /// Frames per block of the blocked products.
 pub const FRAME_BLOCK: usize = 64;
 
-/// Activations below this are set to exactly zero after each update. It keeps
-/// f32 arithmetic out of subnormal numbers (about ten times slower on x86),
-/// and a zero stays zero under multiplicative updates. Far below any value
-/// that matters: activations of audible notes are above 1e-6.
-pub const ACTIVATION_FLOOR: f64 = 1e-30;
+/// Activations below this are set to exactly zero after each update, and
+/// template entries below [`TEMPLATE_FLOOR`] likewise. Together they keep every
+/// product `W·H` at least 1e-30, a normal number in f32, so the arithmetic
+/// never meets subnormal numbers (10-100 times slower on x86); a zero stays
+/// zero under multiplicative updates. Both are far below anything audible:
+/// activations of 16-bit audio are above 1e-6, and templates sum to 1 over
+/// F·τ ≈ 40 000 entries. Applied identically in f32 and f64, so the two
+/// paths compute the same thing.
+pub const ACTIVATION_FLOOR: f64 = 1e-15;
+
+/// See [`ACTIVATION_FLOOR`].
+pub const TEMPLATE_FLOOR: f64 = 1e-15;
+
+/// Spectrogram values below this are treated as exactly zero (see
+/// [`ACTIVATION_FLOOR`]): 16-bit audio has no magnitude this small.
+pub const SPECTROGRAM_FLOOR: f64 = 1e-30;
+
+/// Sets template entries below [`TEMPLATE_FLOOR`] to zero.
+pub fn floor_templates<T: Real>(templates: &mut ConvTemplates<T>) {
+    let floor = T::from_f64(TEMPLATE_FLOOR);
+    templates.data.iter_mut().filter(|x| **x < floor).for_each(|x| *x = T::ZERO);
+}
 
 /// The floating-point types the kernels run in: f32 (fast path) and f64
 /// (exact path).
@@ -123,7 +140,8 @@ pub struct CnmfKernel<T> {
 
 impl<T: Real> CnmfKernel<T> {
     /// Prepares the kernel for `templates`.
-    pub fn new(templates: ConvTemplates<T>) -> Self {
+    pub fn new(mut templates: ConvTemplates<T>) -> Self {
+        floor_templates(&mut templates);
         let slice_sums = compute_slice_sums(&templates);
         CnmfKernel { templates, slice_sums }
     }
@@ -285,9 +303,7 @@ impl<T: Real> CnmfKernel<T> {
         gemm_rows_blocked(&mut num, f_len, rows, &r, n, &stacked_t);
         let den = if kl {
             // Σ_t H[q, t − i] for every bin.
-            (0..rows)
-                .map(|c| stacked_t[c * n..(c + 1) * n].iter().fold(T::ZERO, |acc, &x| acc + x))
-                .collect::<Vec<T>>()
+            (0..rows).map(|c| stacked_t[c * n..(c + 1) * n].iter().fold(T::ZERO, |acc, &x| acc + x)).collect::<Vec<T>>()
         } else {
             Vec::new()
         };
@@ -310,6 +326,7 @@ impl<T: Real> CnmfKernel<T> {
                 self.templates.data[idx] *= factor;
             }
         }
+        floor_templates(&mut self.templates);
         self.slice_sums = compute_slice_sums(&self.templates);
     }
 
@@ -325,10 +342,13 @@ impl<T: Real> CnmfKernel<T> {
             }
             let inv = T::from_f64(1.0 / lambda);
             w.iter_mut().for_each(|x| *x *= inv);
+            let floor = T::from_f64(TEMPLATE_FLOOR);
+            w.iter_mut().filter(|x| **x < floor).for_each(|x| *x = T::ZERO);
             let l = T::from_f64(lambda);
+            let floor = T::from_f64(ACTIVATION_FLOOR);
             for t in 0..activations.cols {
                 let v = activations.get(q, t) * l;
-                activations.set(q, t, v);
+                activations.set(q, t, if v < floor { T::ZERO } else { v });
             }
         }
         self.slice_sums = compute_slice_sums(&self.templates);
@@ -336,11 +356,7 @@ impl<T: Real> CnmfKernel<T> {
 }
 
 fn compute_slice_sums<T: Real>(templates: &ConvTemplates<T>) -> Vec<T> {
-    templates
-        .data
-        .chunks(templates.n_bins)
-        .map(|s| T::from_f64(s.iter().map(|&x| x.into()).sum::<f64>()))
-        .collect()
+    templates.data.chunks(templates.n_bins).map(|s| T::from_f64(s.iter().map(|&x| x.into()).sum::<f64>())).collect()
 }
 
 /// `dst (m × n) = a (m × k) · b (k × n)` with the rows of `a` and `dst` cut
@@ -375,7 +391,13 @@ mod tests {
     use super::super::{reference, SplitMix64};
     use super::*;
 
-    fn random_problem(f: usize, tau: usize, k: usize, n: usize, seed: u64) -> (Matrix<f64>, ConvTemplates<f64>, Matrix<f64>) {
+    fn random_problem(
+        f: usize,
+        tau: usize,
+        k: usize,
+        n: usize,
+        seed: u64,
+    ) -> (Matrix<f64>, ConvTemplates<f64>, Matrix<f64>) {
         let mut g = SplitMix64::new(seed);
         let m = Matrix { rows: f, cols: n, data: (0..f * n).map(|_| g.next_unit()).collect() };
         let w = ConvTemplates::new(f, tau, k, (0..f * tau * k).map(|_| g.next_unit()).collect()).unwrap();
@@ -389,7 +411,9 @@ mod tests {
 
     #[test]
     fn blocked_products_match_the_reference_loops_on_awkward_sizes() {
-        for &(f, tau, k, n) in &[(7, 3, 2, 1), (17, 1, 5, 63), (33, 4, 3, 64), (9, 5, 2, 65), (31, 10, 3, 129), (1, 2, 1, 130)] {
+        for &(f, tau, k, n) in
+            &[(7, 3, 2, 1), (17, 1, 5, 63), (33, 4, 3, 64), (9, 5, 2, 65), (31, 10, 3, 129), (1, 2, 1, 130)]
+        {
             for &beta in &[Beta::KL, Beta::new(0.0).unwrap(), Beta::new(0.5).unwrap(), Beta::new(2.0).unwrap()] {
                 let (m, w, h0) = random_problem(f, tau, k, n, (f * 1000 + n) as u64);
                 let kernel = CnmfKernel::new(w.clone());

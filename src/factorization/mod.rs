@@ -268,17 +268,9 @@ pub const MODEL_FLOOR: f64 = 1e-12;
 
 /// The β-divergence `D_β(M | M̂)` summed over all entries, `M̂` floored at
 /// [`MODEL_FLOOR`]. Summed in f64, column by column, in a fixed order.
-pub fn beta_divergence<T: Copy + Into<f64>>(
-    spectrogram: &[T],
-    model: &[T],
-    beta: Beta,
-) -> f64 {
+pub fn beta_divergence<T: Copy + Into<f64>>(spectrogram: &[T], model: &[T], beta: Beta) -> f64 {
     assert_eq!(spectrogram.len(), model.len());
-    spectrogram
-        .iter()
-        .zip(model)
-        .map(|(&x, &y)| beta.divergence(x.into(), y.into().max(MODEL_FLOOR)))
-        .sum()
+    spectrogram.iter().zip(model).map(|(&x, &y)| beta.divergence(x.into(), y.into().max(MODEL_FLOOR))).sum()
 }
 
 /// A deterministic pseudo-random generator (SplitMix64, Steele, Lea & Flood

@@ -1,7 +1,7 @@
 //! Learning one note's template: a rank-one CNMF of its isolated recording
 //! (Wu, Marmoret & Cohen 2022, §3.1 and eq. 7-8).
 
-use super::kernels::{CnmfKernel, Real};
+use super::kernels::{CnmfKernel, Real, SPECTROGRAM_FLOOR};
 use super::{Beta, ConvTemplates, Matrix};
 use crate::{Error, Result};
 
@@ -17,8 +17,11 @@ pub struct RankOneCnmf {
     pub iterations: usize,
     /// The divergence. Default KL (β = 1).
     pub beta: Beta,
-    /// Stop early when the relative decrease of the loss over one iteration
-    /// falls below this. Default 1e-7, the authors' code. 0 disables it.
+    /// Stop early when the loss decreases by less than this fraction per
+    /// iteration. Default 1e-7, the authors' value. 0 disables it. The loss
+    /// is evaluated every [`LOSS_EVERY`] iterations (it costs a logarithm per
+    /// bin and frame, more than the updates themselves) and the decrease is
+    /// averaged over them; the authors evaluated it every iteration.
     pub tolerance: f64,
     /// Frames whose every bin is below this are dropped before learning
     /// (digital silence). Default 1e-10, as in the authors' code.
@@ -30,9 +33,19 @@ pub struct RankOneCnmf {
 
 impl Default for RankOneCnmf {
     fn default() -> Self {
-        RankOneCnmf { tau: 10, iterations: 500, beta: Beta::KL, tolerance: 1e-7, silence_threshold: 1e-10, exact: false }
+        RankOneCnmf {
+            tau: 10,
+            iterations: 500,
+            beta: Beta::KL,
+            tolerance: 1e-7,
+            silence_threshold: 1e-10,
+            exact: false,
+        }
     }
 }
+
+/// Iterations between two evaluations of the loss during learning.
+pub const LOSS_EVERY: usize = 10;
 
 /// The result of [`learn_rank_one`].
 #[derive(Debug, Clone)]
@@ -47,7 +60,8 @@ pub struct RankOneFit {
     pub frames_used: usize,
     /// Iterations run.
     pub iterations: usize,
-    /// The loss before each iteration, then the final loss.
+    /// The loss before iterations 0, 10, 20, … ([`LOSS_EVERY`]), then the
+    /// final loss.
     pub loss_history: Vec<f64>,
     /// Whether the tolerance stopped it before `iterations`.
     pub converged: bool,
@@ -100,6 +114,7 @@ pub fn learn_rank_one(spectrogram: &Matrix<f64>, params: &RankOneCnmf) -> Result
     for (c, &t) in keep.iter().enumerate() {
         m.col_mut(c).copy_from_slice(spectrogram.col(t));
     }
+    m.data.iter_mut().filter(|x| **x < SPECTROGRAM_FLOOR).for_each(|x| *x = 0.0);
     let t_star = strongest_window(&m, tau).expect("at least tau frames");
     if params.exact {
         run(&m, t_star, params, |x| x)
@@ -119,24 +134,25 @@ fn run<T: Real>(m: &Matrix<T>, t_star: usize, params: &RankOneCnmf, conv: impl F
     let mut history: Vec<f64> = Vec::with_capacity(params.iterations + 1);
     let mut converged = false;
     let mut iterations = 0;
-    for _ in 0..params.iterations {
-        let loss = kernel.update_activations(m, &mut h, params.beta, true).loss_before.expect("asked");
-        if let Some(&prev) = history.last() {
-            if params.tolerance > 0.0 && (prev - loss).abs() <= params.tolerance * prev.abs() {
-                history.push(loss);
+    for it in 0..params.iterations {
+        let want_loss = it % LOSS_EVERY == 0;
+        let stats = kernel.update_activations(m, &mut h, params.beta, want_loss);
+        kernel.update_templates(m, &h, params.beta);
+        kernel.normalize(&mut h);
+        iterations += 1;
+        if let Some(loss) = stats.loss_before {
+            let stalled = history.last().is_some_and(|&prev: &f64| {
+                params.tolerance > 0.0 && (prev - loss).abs() <= params.tolerance * (LOSS_EVERY as f64) * prev.abs()
+            });
+            history.push(loss);
+            if stalled {
                 converged = true;
                 break;
             }
         }
-        history.push(loss);
-        kernel.update_templates(m, &h, params.beta);
-        kernel.normalize(&mut h);
-        iterations += 1;
     }
-    if !converged {
-        let model = kernel.reconstruct(&h);
-        history.push(super::beta_divergence(&m.data, &model.data, params.beta));
-    }
+    let model = kernel.reconstruct(&h);
+    history.push(super::beta_divergence(&m.data, &model.data, params.beta));
     let template = kernel.into_templates();
     if template.data.iter().any(|&x| !(x.into()).is_finite()) {
         return Err(Error::invalid_input("learning diverged (non-finite template values)"));
@@ -162,7 +178,8 @@ mod tests {
         for t in 0..sounding {
             let env = if t < 3 { (t + 1) as f64 / 3.0 } else { (-(t as f64 - 3.0) / 8.0).exp() };
             for b in 0..f {
-                let shape = 1.0 / (1.0 + ((b as f64 - 5.0) / 1.5).powi(2)) + 0.5 / (1.0 + ((b as f64 - 10.0) / 1.5).powi(2));
+                let shape =
+                    1.0 / (1.0 + ((b as f64 - 5.0) / 1.5).powi(2)) + 0.5 / (1.0 + ((b as f64 - 10.0) / 1.5).powi(2));
                 m.set(b, silent + t, env * shape * (1.0 + 0.1 * (t as f64 / 5.0).sin()));
             }
         }
@@ -173,7 +190,8 @@ mod tests {
     fn initialisation_picks_the_strongest_window() {
         let m = decaying_note(16, 5, 30);
         // Among non-silent frames the envelope peaks at t = 2..=3.
-        let fit = learn_rank_one(&m, &RankOneCnmf { tau: 4, iterations: 0, exact: true, ..Default::default() }).unwrap();
+        let fit =
+            learn_rank_one(&m, &RankOneCnmf { tau: 4, iterations: 0, exact: true, ..Default::default() }).unwrap();
         assert_eq!(fit.frames_used, 30);
         let norms: Vec<f64> = (0..30).map(|t| m.col(5 + t).iter().sum()).collect();
         let best = (0..=26).max_by(|&a, &b| {
@@ -196,7 +214,11 @@ mod tests {
     fn learning_decreases_the_loss_and_normalises() {
         let m = decaying_note(24, 3, 40);
         for exact in [true, false] {
-            let fit = learn_rank_one(&m, &RankOneCnmf { tau: 5, iterations: 200, tolerance: 0.0, exact, ..Default::default() }).unwrap();
+            let fit = learn_rank_one(
+                &m,
+                &RankOneCnmf { tau: 5, iterations: 200, tolerance: 0.0, exact, ..Default::default() },
+            )
+            .unwrap();
             for pair in fit.loss_history.windows(2) {
                 assert!(pair[1] <= pair[0] * (1.0 + 1e-6), "{:?}", pair);
             }

@@ -30,12 +30,7 @@ pub fn reconstruct(templates: &ConvTemplates<f64>, activations: &Matrix<f64>) ->
 }
 
 /// `D_β(M | M̂)` of the current factors.
-pub fn loss(
-    spectrogram: &Matrix<f64>,
-    templates: &ConvTemplates<f64>,
-    activations: &Matrix<f64>,
-    beta: Beta,
-) -> f64 {
+pub fn loss(spectrogram: &Matrix<f64>, templates: &ConvTemplates<f64>, activations: &Matrix<f64>, beta: Beta) -> f64 {
     let model = reconstruct(templates, activations);
     super::beta_divergence(&spectrogram.data, &model.data, beta)
 }

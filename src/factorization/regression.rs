@@ -2,7 +2,7 @@
 //! templates (Wu, Marmoret & Cohen 2022, §3.2, eq. 9). The problem is convex
 //! in H for KL; the multiplicative updates converge to its minimum.
 
-use super::kernels::{CnmfKernel, Real};
+use super::kernels::{CnmfKernel, Real, SPECTROGRAM_FLOOR};
 use super::{Beta, ConvTemplates, Matrix, SplitMix64};
 use crate::{Error, Result};
 
@@ -86,6 +86,8 @@ impl ConvolutiveRegression {
             let col = m.col_mut(t);
             if col.iter().all(|&x| x < self.silence_floor) {
                 col.iter_mut().for_each(|x| *x = self.silence_floor);
+            } else {
+                col.iter_mut().filter(|x| **x < SPECTROGRAM_FLOOR).for_each(|x| *x = 0.0);
             }
         }
         let mut rng = SplitMix64::new(self.seed);
@@ -100,7 +102,12 @@ impl ConvolutiveRegression {
         }
     }
 
-    fn run<T: Real>(&self, m: &Matrix<T>, templates: &ConvTemplates<T>, mut h: Matrix<T>) -> Result<(Matrix<T>, FitInfo)> {
+    fn run<T: Real>(
+        &self,
+        m: &Matrix<T>,
+        templates: &ConvTemplates<T>,
+        mut h: Matrix<T>,
+    ) -> Result<(Matrix<T>, FitInfo)> {
         let nmf = CnmfKernel::new(templates.first_slices());
         for _ in 0..self.init_iterations {
             nmf.update_activations(m, &mut h, Beta::KL, false);
