@@ -505,6 +505,7 @@ fn experiment(a: ExperimentArgs) -> anyhow::Result<()> {
         scale: if a.raw_activations { ActivationScale::Raw } else { ActivationScale::Max },
         precision: if a.exact { Precision::Exact } else { Precision::Fast },
         command_line: std::env::args().collect::<Vec<_>>().join(" "),
+        cache: a.out.as_ref().map(|o| o.join("cache")),
     };
     let bar = progress(0, a.quiet, "experiment");
     let report = run_experiment(&config, |done, total, what| {

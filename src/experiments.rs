@@ -151,6 +151,8 @@ pub struct ExperimentConfig {
     pub precision: Precision,
     /// Recorded in the report's header.
     pub command_line: String,
+    /// Folder where learned templates are kept and reused (`None`: none).
+    pub cache: Option<PathBuf>,
 }
 
 /// Scores of one song at one δ.
@@ -294,6 +296,41 @@ fn onset_point(reference: &[Note], estimate: &[Note]) -> Point {
     }
 }
 
+/// The templates of `piano` (its intensity-M, no-sustain isolated notes) at
+/// `tau` with the default learning parameters: loaded from `cache` when a
+/// file learned with the same parameters and tool version is there, else
+/// learned (and saved there). Returns them with the seconds spent learning
+/// (0 when loaded).
+pub fn learn_or_load(piano: &Piano, tau: usize, cache: Option<&Path>) -> Result<(TemplateDictionary, f64)> {
+    let started = Instant::now();
+    let learner = TemplateLearner {
+        cnmf: RankOneCnmf { tau, ..Default::default() },
+        source: piano.isolated_notes.display().to_string(),
+        ..Default::default()
+    };
+    let cached = cache.map(|dir| {
+        dir.join(format!(
+            "{}-M-tau{}-it{}-beta{}-v{}.templates",
+            piano.name,
+            tau,
+            learner.cnmf.iterations,
+            learner.cnmf.beta.value(),
+            env!("CARGO_PKG_VERSION")
+        ))
+    });
+    if let Some(path) = cached.as_ref().filter(|p| p.is_file()) {
+        return Ok((TemplateDictionary::load(path)?, 0.0));
+    }
+    let notes = discover_maps_notes(&piano.isolated_notes, Some("M"), Some(0))?;
+    let dictionary = learner.learn(&notes, |_| {})?;
+    if let Some(path) = &cached {
+        let dir = path.parent().expect("in a folder");
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        dictionary.save(path)?;
+    }
+    Ok((dictionary, started.elapsed().as_secs_f64()))
+}
+
 /// Runs the experiment, calling `progress(done, total, what)` as it goes.
 pub fn run_experiment(config: &ExperimentConfig, progress: impl Fn(usize, usize, &str)) -> Result<Report> {
     let all = discover_maps_dataset(&config.dataset)?;
@@ -339,15 +376,7 @@ pub fn run_experiment(config: &ExperimentConfig, progress: impl Fn(usize, usize,
     for &tau in &config.taus {
         for train in &trains {
             progress(done, total, &format!("learn {} τ={tau}", train.name));
-            let started = Instant::now();
-            let notes = discover_maps_notes(&train.isolated_notes, Some("M"), Some(0))?;
-            let learner = TemplateLearner {
-                cnmf: RankOneCnmf { tau, ..Default::default() },
-                source: train.isolated_notes.display().to_string(),
-                ..Default::default()
-            };
-            let dictionary: TemplateDictionary = learner.learn(&notes, |_| {})?;
-            let learn_seconds = started.elapsed().as_secs_f64();
+            let (dictionary, learn_seconds) = learn_or_load(train, tau, config.cache.as_deref())?;
             done += 1;
             let mut transcriber = Transcriber::new(dictionary)?;
             transcriber.regression.precision = config.precision;

@@ -9,9 +9,9 @@ use crate::{Error, Result};
 /// Which arithmetic the regression runs in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Precision {
-    /// f32 products (the default): about twice the speed of f64; agrees with
-    /// [`Precision::Exact`] to single precision (see the tests and
-    /// BENCHMARKS.md for the effect on notes).
+    /// f32 dense products (the default): about twice the speed of f64;
+    /// agrees with [`Precision::Exact`] to single precision (see the tests
+    /// and BENCHMARKS.md for the effect on notes).
     #[default]
     Fast,
     /// f64 dense products: the reference the fast path is checked against.
@@ -40,6 +40,10 @@ pub struct ConvolutiveRegression {
     /// Frames whose every bin is below this are set to this value
     /// everywhere (the authors' floor). Default 1e-10.
     pub silence_floor: f64,
+    /// Use only the lowest `max_bins` frequency bins of the spectrogram and
+    /// templates (`None`, the default: all). Piano partials above a few kHz
+    /// carry little energy; the products' cost is proportional to the bins.
+    pub max_bins: Option<usize>,
     /// Record the loss before every convolutive iteration in
     /// [`FitInfo::loss_history`] (costs one logarithm per bin and frame).
     /// Default false.
@@ -55,6 +59,7 @@ impl Default for ConvolutiveRegression {
             seed: 0,
             precision: Precision::Fast,
             silence_floor: 1e-10,
+            max_bins: None,
             track_loss: false,
         }
     }
@@ -81,7 +86,23 @@ impl ConvolutiveRegression {
         }
         let n = spectrogram.cols;
         let k = templates.n_templates;
-        let mut m = spectrogram.clone();
+        let bins = self.max_bins.unwrap_or(spectrogram.rows).clamp(1, spectrogram.rows);
+        let (mut m, cut_templates);
+        let templates = if bins < spectrogram.rows {
+            m = Matrix::zeros(bins, n);
+            for t in 0..n {
+                m.col_mut(t).copy_from_slice(&spectrogram.col(t)[..bins]);
+            }
+            let mut data = Vec::with_capacity(bins * templates.tau * k);
+            for slice in templates.data.chunks(templates.n_bins) {
+                data.extend_from_slice(&slice[..bins]);
+            }
+            cut_templates = ConvTemplates::new(bins, templates.tau, k, data)?;
+            &cut_templates
+        } else {
+            m = spectrogram.clone();
+            templates
+        };
         for t in 0..n {
             let col = m.col_mut(t);
             if col.iter().all(|&x| x < self.silence_floor) {

