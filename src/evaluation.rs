@@ -593,7 +593,7 @@ mod tests {
             // Matched notes need not overlap (onset-only): the ratio can be negative.
             prop_assert!((-1.0..=1.0).contains(&s.average_overlap_ratio), "{s:?}");
             prop_assert!(s.matched <= reference.len().min(estimate.len()));
-            prop_assert!(s.f_measure <= s.precision.max(s.recall) && s.f_measure >= s.precision.min(s.recall) - 1e-15);
+            prop_assert!(s.f_measure <= s.precision.max(s.recall) + 1e-15 && s.f_measure >= s.precision.min(s.recall) - 1e-15);
         }
 
         #[test]
