@@ -243,6 +243,10 @@ pub fn main() -> i32 {
 /// The error and its causes on one line, without repeating a cause the
 /// message already contains.
 fn one_line(e: &anyhow::Error) -> String {
+    if let Some(e) = e.downcast_ref::<Error>() {
+        // Our errors already say everything in their message.
+        return e.to_string();
+    }
     let mut out = String::new();
     for cause in e.chain() {
         let s = cause.to_string();
@@ -446,7 +450,9 @@ fn transcribe(a: TranscribeArgs) -> anyhow::Result<()> {
                 if a.json {
                     println!("{}", serde_json::json!({"input": input, "status": "error", "error": e.to_string()}));
                 }
-                bar.suspend(|| eprintln!("error: {e}"));
+                if several {
+                    bar.suspend(|| eprintln!("error: {e}"));
+                }
                 last_error = Some(e);
             }
         }

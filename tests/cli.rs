@@ -1,0 +1,156 @@
+//! The command line as a user runs it: exit codes, one-line errors naming the
+//! file, no partial outputs, JSON shapes.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn sscnmf(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sscnmf")).args(args).output().expect("runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Exit code 2 and a single line `error: ...` that mentions `needle`.
+fn assert_input_error(o: &Output, needle: &str) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(2), "stderr: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line expected: {err}");
+    assert!(err.starts_with("error: "), "{err}");
+    assert!(err.contains(needle), "`{needle}` not in: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+fn write(path: &Path, bytes: &[u8]) {
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// A tiny but valid dictionary (STFT 16/8/4 at 8 kHz, 2 notes).
+fn tiny_templates(dir: &Path) -> std::path::PathBuf {
+    use sscnmf::factorization::ConvTemplates;
+    use sscnmf::spectrogram::StftConfig;
+    use sscnmf::templates::{TemplateDictionary, TemplateParams};
+    let stft = StftConfig { sample_rate: 8000, n_fft: 16, win_length: 8, hop_length: 4 };
+    let data: Vec<f32> = (0..9 * 2 * 2).map(|i| 0.01 + (i % 5) as f32 / 40.0).collect();
+    let d = TemplateDictionary {
+        templates: ConvTemplates::new(9, 2, 2, data).unwrap(),
+        pitches: vec![60, 64],
+        params: TemplateParams { stft, beta: 1.0, iterations: 1, tool_version: "test".into(), source: "test".into() },
+    };
+    let path = dir.join("tiny.templates");
+    d.save(&path).unwrap();
+    path
+}
+
+fn wav(path: &Path, rate: u32, samples: &[f32]) {
+    let spec =
+        hound::WavSpec { channels: 1, sample_rate: rate, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
+    let mut w = hound::WavWriter::create(path, spec).unwrap();
+    for &s in samples {
+        w.write_sample((s * 32767.0) as i16).unwrap();
+    }
+    w.finalize().unwrap();
+}
+
+#[test]
+fn help_teaches_and_exits_zero() {
+    for cmd in [&["--help"][..], &["learn", "--help"], &["transcribe", "--help"], &["evaluate", "--help"]] {
+        let o = sscnmf(cmd);
+        assert_eq!(o.status.code(), Some(0));
+        assert!(String::from_utf8_lossy(&o.stdout).contains("Example"), "{cmd:?}");
+    }
+    assert_eq!(sscnmf(&["transcribe"]).status.code(), Some(2));
+    assert_eq!(sscnmf(&["no-such-command"]).status.code(), Some(2));
+}
+
+#[test]
+fn bad_inputs_get_one_line_errors_and_no_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let templates = tiny_templates(d);
+    let t = templates.to_str().unwrap();
+
+    let missing = d.join("missing.wav");
+    assert_input_error(&sscnmf(&["transcribe", missing.to_str().unwrap(), "--templates", t]), "missing.wav");
+
+    let empty = d.join("empty.wav");
+    write(&empty, b"");
+    assert_input_error(&sscnmf(&["transcribe", empty.to_str().unwrap(), "--templates", t]), "empty.wav");
+    assert!(!d.join("empty.mid").exists());
+
+    let text = d.join("text.wav");
+    write(&text, b"this is not audio at all, just some words in a file");
+    assert_input_error(&sscnmf(&["transcribe", text.to_str().unwrap(), "--templates", t]), "text.wav");
+    assert!(!d.join("text.mid").exists());
+
+    let audio = d.join("tone.wav");
+    wav(&audio, 8000, &(0..8000).map(|i| (i as f32 * 0.2).sin() * 0.3).collect::<Vec<_>>());
+    let bad_templates = d.join("bad.templates");
+    let bytes = std::fs::read(&templates).unwrap();
+    write(&bad_templates, &bytes[..bytes.len() / 2]);
+    assert_input_error(
+        &sscnmf(&["transcribe", audio.to_str().unwrap(), "--templates", bad_templates.to_str().unwrap()]),
+        "bad.templates",
+    );
+
+    let out = d.join("no/such/folder/out.mid");
+    assert_input_error(
+        &sscnmf(&["transcribe", audio.to_str().unwrap(), "--templates", t, "-o", out.to_str().unwrap()]),
+        "out.mid",
+    );
+    assert_input_error(
+        &sscnmf(&["transcribe", audio.to_str().unwrap(), "--templates", t, "-o", audio.to_str().unwrap()]),
+        "overwrite an input",
+    );
+
+    // Nothing but our own files is left behind (no temporary files).
+    let mut names: Vec<String> =
+        std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    assert_eq!(names, ["bad.templates", "empty.wav", "text.wav", "tiny.templates", "tone.wav"]);
+}
+
+#[test]
+fn transcribe_writes_all_formats_and_refuses_to_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let templates = tiny_templates(d);
+    let audio = d.join("tone.wav");
+    wav(&audio, 8000, &(0..8000).map(|i| (i as f32 * 0.2).sin() * 0.3).collect::<Vec<_>>());
+    let args = ["transcribe", audio.to_str().unwrap(), "--templates", templates.to_str().unwrap(), "--quiet"];
+    let o = sscnmf(&[&args[..], &["--format", "csv", "--format", "txt", "--format", "json"]].concat());
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    for ext in ["mid", "csv", "txt", "json"] {
+        assert!(d.join(format!("tone.{ext}")).is_file(), "tone.{ext}");
+    }
+    let csv = std::fs::read_to_string(d.join("tone.csv")).unwrap();
+    assert!(csv.starts_with("start_time_s,end_time_s,pitch_midi,velocity"));
+    assert_input_error(&sscnmf(&args), "already exists");
+    assert_eq!(sscnmf(&[&args[..], &["--overwrite"]].concat()).status.code(), Some(0));
+}
+
+#[test]
+fn evaluate_prints_the_stable_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let reference = dir.path().join("ref.txt");
+    let estimate = dir.path().join("est.csv");
+    write(&reference, b"OnsetTime\tOffsetTime\tMidiPitch\n0.5\t1.0\t60\n1.0\t1.5\t64\n");
+    write(&estimate, b"start_time_s,end_time_s,pitch_midi,velocity\n0.52,1.0,60,80\n2.0,2.5,67,80\n");
+    let o = sscnmf(&["evaluate", reference.to_str().unwrap(), estimate.to_str().unwrap(), "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    for key in ["onset", "onset_offset"] {
+        for field in ["precision", "recall", "f_measure", "accuracy", "matched"] {
+            assert!(v[key][field].is_number(), "{key}.{field}");
+        }
+    }
+    assert_eq!(v["onset"]["matched"], 1);
+    assert_eq!(v["n_reference"], 2);
+    assert_eq!(v["n_estimate"], 2);
+    assert!((v["onset"]["f_measure"].as_f64().unwrap() - 0.5).abs() < 1e-12);
+    assert!((v["onset"]["accuracy"].as_f64().unwrap() - 1.0 / 3.0).abs() < 1e-12);
+    let bad = dir.path().join("bad.csv");
+    write(&bad, b"start_time_s,end_time_s,pitch_midi\n1.0,0.5,60\n");
+    assert_input_error(&sscnmf(&["evaluate", reference.to_str().unwrap(), bad.to_str().unwrap()]), "bad.csv");
+}
