@@ -10,6 +10,10 @@
 //! [`transcription`] (activations → notes) → [`notes`] (MIDI, CSV, MAPS txt) →
 //! [`evaluation`] → [`experiments`].
 
+// Numerical loops read like the formulas they implement (W[f,i,q], H[q,t−i]);
+// index loops are clearer there than iterator chains.
+#![allow(clippy::needless_range_loop)]
+
 pub mod audio;
 pub mod error;
 pub mod evaluation;
