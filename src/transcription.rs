@@ -180,6 +180,23 @@ pub fn on_runs(h: &[f64], half_window: usize, threshold: f64) -> Vec<(usize, usi
     runs
 }
 
+/// Wall-clock seconds of each stage of one transcription.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct StageTimes {
+    /// Decoding, mixing and resampling.
+    pub decode: f64,
+    /// The magnitude STFT.
+    pub stft: f64,
+    /// The NMF initialisation of the activations.
+    pub init: f64,
+    /// The convolutive iterations.
+    pub iterations: f64,
+    /// Reading notes from the activations.
+    pub notes: f64,
+    /// Floating-point operations of the products.
+    pub flops: f64,
+}
+
 /// Everything a transcription produced.
 #[derive(Debug, Clone)]
 pub struct Transcription {
@@ -189,6 +206,8 @@ pub struct Transcription {
     pub activations: Activations,
     /// Seconds of audio transcribed.
     pub audio_seconds: f64,
+    /// Where the time went.
+    pub times: StageTimes,
 }
 
 /// Audio in, notes out: the whole pipeline with one dictionary.
@@ -225,15 +244,29 @@ impl Transcriber {
 
     /// The activations of mono `samples` at the dictionary's sample rate.
     pub fn activations(&self, samples: &[f32], start_seconds: f64) -> Result<Activations> {
+        Ok(self.timed_activations(samples, start_seconds)?.0)
+    }
+
+    fn timed_activations(&self, samples: &[f32], start_seconds: f64) -> Result<(Activations, StageTimes)> {
+        let started = std::time::Instant::now();
         let spec = self.stft.magnitude(samples);
         let m = Matrix::from_column_major(spec.n_bins, spec.n_frames, spec.data)?;
-        let (values, _info) = self.regression.fit(&m, &self.dictionary.templates)?;
-        Ok(Activations {
+        let stft = started.elapsed().as_secs_f64();
+        let (values, info) = self.regression.fit(&m, &self.dictionary.templates)?;
+        let activations = Activations {
             values,
             pitches: self.dictionary.pitches.clone(),
             hop_seconds: self.dictionary.params.stft.hop_length as f64 / self.dictionary.params.stft.sample_rate as f64,
             start_seconds,
-        })
+        };
+        let times = StageTimes {
+            stft,
+            init: info.init_seconds,
+            iterations: info.iteration_seconds,
+            flops: info.flops,
+            ..Default::default()
+        };
+        Ok((activations, times))
     }
 
     /// Transcribes mono `samples` at the dictionary's sample rate.
@@ -241,19 +274,27 @@ impl Transcriber {
         if samples.is_empty() {
             return Err(Error::invalid_input("no audio samples to transcribe"));
         }
-        let activations = self.activations(samples, start_seconds)?;
+        let (activations, mut times) = self.timed_activations(samples, start_seconds)?;
+        let started = std::time::Instant::now();
         let notes = self.detector.detect(&activations);
+        times.notes = started.elapsed().as_secs_f64();
         Ok(Transcription {
             notes,
             activations,
             audio_seconds: samples.len() as f64 / self.dictionary.params.stft.sample_rate as f64,
+            times,
         })
     }
 
     /// Decodes `path` (resampled to the dictionary's rate) and transcribes it.
     pub fn transcribe_file(&self, path: &Path) -> Result<Transcription> {
+        let started = std::time::Instant::now();
         let audio = load_audio(path, &self.decode, self.dictionary.params.stft.sample_rate)?;
-        self.transcribe_samples(&audio.samples, self.decode.offset_seconds).map_err(|e| e.with_path(path))
+        let decode = started.elapsed().as_secs_f64();
+        let mut t =
+            self.transcribe_samples(&audio.samples, self.decode.offset_seconds).map_err(|e| e.with_path(path))?;
+        t.times.decode = decode;
+        Ok(t)
     }
 }
 

@@ -72,6 +72,13 @@ pub struct FitInfo {
     pub iterations: usize,
     /// Loss before each convolutive iteration, when tracked.
     pub loss_history: Vec<f64>,
+    /// Wall-clock seconds of the NMF initialisation.
+    pub init_seconds: f64,
+    /// Wall-clock seconds of the convolutive iterations.
+    pub iteration_seconds: f64,
+    /// Floating-point operations of the matrix products (multiply and add
+    /// counted separately), initialisation and iterations together.
+    pub flops: f64,
 }
 
 impl ConvolutiveRegression {
@@ -129,12 +136,15 @@ impl ConvolutiveRegression {
         templates: &ConvTemplates<T>,
         mut h: Matrix<T>,
     ) -> Result<(Matrix<T>, FitInfo)> {
+        let started = std::time::Instant::now();
+        let mut info = FitInfo::default();
         let nmf = CnmfKernel::new(templates.first_slices());
         for _ in 0..self.init_iterations {
             nmf.update_activations(m, &mut h, Beta::KL, false);
         }
+        info.init_seconds = started.elapsed().as_secs_f64();
+        let started = std::time::Instant::now();
         let cnmf = CnmfKernel::new(templates.clone());
-        let mut info = FitInfo::default();
         for _ in 0..self.iterations {
             let stats = cnmf.update_activations(m, &mut h, self.beta, self.track_loss);
             if let Some(loss) = stats.loss_before {
@@ -142,6 +152,11 @@ impl ConvolutiveRegression {
             }
             info.iterations += 1;
         }
+        info.iteration_seconds = started.elapsed().as_secs_f64();
+        // Two products of F × τK by τK × N per iteration (three unless KL).
+        let (f, n, k, tau) = (m.rows as f64, m.cols as f64, templates.n_templates as f64, templates.tau as f64);
+        let products = if self.beta.is_kl() { 2.0 } else { 3.0 };
+        info.flops = 2.0 * f * n * k * (2.0 * self.init_iterations as f64 + products * tau * info.iterations as f64);
         if h.data.iter().any(|&x| !x.into().is_finite()) {
             return Err(Error::internal("the activations became non-finite"));
         }
