@@ -249,12 +249,12 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
     let dictionary = TemplateDictionary::load(&a.templates)?;
     let mut transcriber = Transcriber::new(dictionary)?;
     transcriber.decode = DecodeOptions { duration_seconds: Some(a.duration), ..Default::default() };
+    let total = |t: &sscnmf::transcription::Transcription| {
+        t.times.decode + t.times.stft + t.times.init + t.times.iterations + t.times.notes
+    };
     let mut best: Option<sscnmf::transcription::Transcription> = None;
     for _ in 0..a.repeat.max(1) {
         let t = transcriber.transcribe_file(&a.audio)?;
-        let total = |t: &sscnmf::transcription::Transcription| {
-            t.times.decode + t.times.stft + t.times.init + t.times.iterations + t.times.notes
-        };
         if best.as_ref().is_none_or(|b| total(&t) < total(b)) {
             best = Some(t);
         }
@@ -265,9 +265,6 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
     } else {
         transcriber.regression.precision = Precision::Exact;
         Some(transcriber.transcribe_file(&a.audio)?)
-    };
-    let total = |t: &sscnmf::transcription::Transcription| {
-        t.times.decode + t.times.stft + t.times.init + t.times.iterations + t.times.notes
     };
     let iterations = transcriber.regression.init_iterations + transcriber.regression.iterations;
     let report = serde_json::json!({
