@@ -1,0 +1,107 @@
+//! `sscnmf bench`: per-stage timings, fast path against the exact path.
+
+use super::*;
+
+#[derive(Args, Debug)]
+pub(super) struct BenchArgs {
+    /// Audio file to transcribe.
+    audio: PathBuf,
+    /// Template dictionary.
+    #[arg(short, long)]
+    templates: PathBuf,
+    /// Seconds of audio (from the start).
+    #[arg(long, default_value_t = 30.0)]
+    duration: f64,
+    /// Runs of the fast path (the best is reported).
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
+    /// Skip the exact (f64) reference run.
+    #[arg(long)]
+    no_exact: bool,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Peak resident memory of this process in bytes (Linux), if known.
+fn peak_memory_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+pub(super) fn bench(a: BenchArgs) -> anyhow::Result<()> {
+    let dictionary = TemplateDictionary::load(&a.templates)?;
+    let mut transcriber = Transcriber::new(dictionary)?;
+    transcriber.decode = DecodeOptions { duration_seconds: Some(a.duration), ..Default::default() };
+    let total = |t: &sscnmf::transcription::Transcription| {
+        t.times.decode + t.times.stft + t.times.init + t.times.iterations + t.times.notes
+    };
+    let mut best: Option<sscnmf::transcription::Transcription> = None;
+    for _ in 0..a.repeat.max(1) {
+        let t = transcriber.transcribe_file(&a.audio)?;
+        if best.as_ref().is_none_or(|b| total(&t) < total(b)) {
+            best = Some(t);
+        }
+    }
+    let fast = best.expect("at least one run");
+    let exact = if a.no_exact {
+        None
+    } else {
+        transcriber.regression.precision = Precision::Exact;
+        Some(transcriber.transcribe_file(&a.audio)?)
+    };
+    let iterations = transcriber.regression.init_iterations + transcriber.regression.iterations;
+    let report = serde_json::json!({
+        "audio": a.audio, "audio_seconds": fast.audio_seconds, "threads": rayon::current_num_threads(),
+        "fast": {
+            "times": fast.times, "total_seconds": total(&fast),
+            "iterations_per_second": iterations as f64 / (fast.times.init + fast.times.iterations),
+            "gflops": fast.times.flops / (fast.times.init + fast.times.iterations) / 1e9,
+            "realtime_factor": fast.audio_seconds / total(&fast),
+            "notes": fast.notes.len(),
+        },
+        "exact": exact.as_ref().map(|e| serde_json::json!({
+            "times": e.times, "total_seconds": total(e), "notes": e.notes.len(),
+            "speedup_of_fast": total(e) / total(&fast),
+            "same_notes": e.notes == fast.notes,
+        })),
+        "peak_memory_bytes": peak_memory_bytes(),
+    });
+    if a.json {
+        println!("{report}");
+        return Ok(());
+    }
+    let row = |name: &str, t: &sscnmf::transcription::StageTimes, all: f64| {
+        println!(
+            "{name:<8} decode {:>7.3}  stft {:>7.3}  init {:>7.3}  iterations {:>7.3}  notes {:>6.3}  total {:>7.3} s",
+            t.decode, t.stft, t.init, t.iterations, t.notes, all
+        );
+    };
+    println!("{}: {:.1} s of audio, {} threads", a.audio.display(), fast.audio_seconds, rayon::current_num_threads());
+    row("fast", &fast.times, total(&fast));
+    println!(
+        "         {:.1} iterations/s, {:.1} GFLOP/s, {:.1}x real time, {} notes",
+        iterations as f64 / (fast.times.init + fast.times.iterations),
+        fast.times.flops / (fast.times.init + fast.times.iterations) / 1e9,
+        fast.audio_seconds / total(&fast),
+        fast.notes.len()
+    );
+    if let Some(e) = &exact {
+        row("exact", &e.times, total(e));
+        println!(
+            "         fast path {:.2}x faster; notes {}",
+            total(e) / total(&fast),
+            if e.notes == fast.notes {
+                "identical".to_string()
+            } else {
+                format!("differ ({} vs {})", fast.notes.len(), e.notes.len())
+            }
+        );
+    }
+    if let Some(bytes) = peak_memory_bytes() {
+        println!("peak memory {:.0} MB", bytes as f64 / 1e6);
+    }
+    Ok(())
+}

@@ -1,0 +1,94 @@
+//! `sscnmf learn`: templates from isolated notes.
+
+use super::*;
+
+#[derive(Args, Debug)]
+pub(super) struct LearnArgs {
+    /// Folder of isolated-note recordings (MAPS naming), or the manifest's folder.
+    notes_dir: Option<PathBuf>,
+    /// Output dictionary file.
+    #[arg(short, long)]
+    output: PathBuf,
+    /// A CSV with columns `path,midi` listing the recordings (any file names).
+    #[arg(long)]
+    manifest: Option<PathBuf>,
+    /// MAPS intensity to use (P, M, F, ...); `any` accepts all.
+    #[arg(long, default_value = "M")]
+    intensity: String,
+    /// MAPS sustain-pedal variant to use (0 or 1); `any` accepts both.
+    #[arg(long, default_value = "0")]
+    sustain: String,
+    /// τ: frames per template (20 ms each).
+    #[arg(long, default_value_t = 10)]
+    tau: usize,
+    /// Maximum learning iterations per note.
+    #[arg(long, default_value_t = 500)]
+    iterations: usize,
+    /// β of the β-divergence (1 = Kullback-Leibler, as in the paper).
+    #[arg(long, default_value_t = 1.0)]
+    beta: f64,
+    /// Stop a note early when the loss improves by less than this fraction (0 = never).
+    #[arg(long, default_value_t = 1e-7)]
+    tolerance: f64,
+    /// Use channel N (0-based) instead of the mean of the channels.
+    #[arg(long)]
+    channel: Option<usize>,
+    /// Learn in f64 instead of f32.
+    #[arg(long)]
+    exact: bool,
+    /// Replace the output file if it exists.
+    #[arg(long)]
+    overwrite: bool,
+    /// No progress bar.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+pub(super) fn learn(a: LearnArgs) -> anyhow::Result<()> {
+    let notes = match (&a.manifest, &a.notes_dir) {
+        (Some(m), _) => read_manifest(m)?,
+        (None, Some(dir)) => {
+            let intensity = (a.intensity != "any").then_some(a.intensity.as_str());
+            let sustain = match a.sustain.as_str() {
+                "any" => None,
+                s => Some(s.parse::<u8>().context("--sustain must be 0, 1 or any")?),
+            };
+            discover_maps_notes(dir, intensity, sustain)?
+        }
+        (None, None) => bail!("give a folder of isolated notes or --manifest"),
+    };
+    let inputs: Vec<PathBuf> = notes.iter().map(|n| n.path.clone()).collect();
+    check_writable(&a.output, a.overwrite, &inputs)?;
+    let learner = TemplateLearner {
+        stft: StftConfig::default(),
+        cnmf: RankOneCnmf {
+            tau: a.tau,
+            iterations: a.iterations,
+            beta: Beta::new(a.beta)?,
+            tolerance: a.tolerance,
+            exact: a.exact,
+            ..Default::default()
+        },
+        decode: DecodeOptions { channel: channel_selection(a.channel), ..Default::default() },
+        source: a.manifest.as_ref().or(a.notes_dir.as_ref()).map(|p| p.display().to_string()).unwrap_or_default(),
+    };
+    let bar = progress(notes.len(), a.quiet, "learning");
+    let dictionary = learner.learn(&notes, |_| bar.inc(1))?;
+    bar.finish_and_clear();
+    dictionary.save(&a.output)?;
+    let missing = dictionary.missing_pitches();
+    if !a.quiet {
+        eprintln!(
+            "wrote {} templates (MIDI {}..{}, tau {}) to {}",
+            dictionary.pitches.len(),
+            dictionary.pitches.first().unwrap(),
+            dictionary.pitches.last().unwrap(),
+            dictionary.tau(),
+            a.output.display()
+        );
+        if !missing.is_empty() {
+            eprintln!("no recording for {} piano pitches: {:?}", missing.len(), missing);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,171 @@
+//! Argument parsing and the commands' glue. Each command is a function from
+//! its parsed arguments to `anyhow::Result<()>`; errors print as one line.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use sscnmf::audio::{ChannelSelection, DecodeOptions};
+use sscnmf::evaluation::evaluate;
+use sscnmf::factorization::{Beta, Precision, RankOneCnmf};
+use sscnmf::notes::{read_notes, write_notes, NoteFormat};
+use sscnmf::spectrogram::StftConfig;
+use sscnmf::templates::{discover_maps_notes, is_audio_file, read_manifest, TemplateDictionary, TemplateLearner};
+use sscnmf::transcription::{ActivationScale, Transcriber, DEFAULT_THRESHOLD};
+use sscnmf::{Error, ErrorKind};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "sscnmf",
+    version,
+    about = "Piano transcription by semi-supervised convolutive NMF",
+    long_about = "Turns piano recordings into MIDI notes. It learns one time-frequency template per note \
+from recordings of isolated notes (`learn`), then finds when each template sounds in music (`transcribe`): \
+the method of Wu, Marmoret & Cohen, \"Semi-Supervised Convolutive NMF for Automatic Music Transcription\", SMC 2022.",
+    after_help = "Examples:\n  sscnmf learn data/FluidR3/ISOL/NO -o fluid.templates\n  \
+sscnmf transcribe song.flac --templates fluid.templates -o song.mid --format csv\n  \
+sscnmf evaluate song.txt song.mid\n\nExit codes: 0 success, 2 bad usage or input (the message names the file), \
+1 internal error."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Learn a template dictionary from recordings of isolated notes.
+    #[command(after_help = "Examples:\n  sscnmf learn MAPS/ENSTDkCl/ISOL/NO -o enstdkcl.templates\n  \
+sscnmf learn my-notes/ --manifest my-notes/notes.csv -o mine.templates --tau 5\n\n\
+The folder's files must follow MAPS's naming MAPS_ISOL_NO_<I>_S<s>_M<midi>_<piano>.<wav|flac|mp3|ogg> \
+(e.g. MAPS_ISOL_NO_M_S0_M60_ENSTDkCl.wav); with --manifest any names work. Each recording should hold one \
+note, struck once. The output is a safetensors file (see the README for its layout).")]
+    Learn(LearnArgs),
+    /// Transcribe audio files to MIDI (and CSV, MAPS txt or JSON note lists).
+    #[command(after_help = "Examples:\n  sscnmf transcribe song.flac --templates piano.templates\n  \
+sscnmf transcribe a.wav b.wav -o out/ --templates piano.templates --format csv --format txt\n  \
+sscnmf transcribe long.mp3 --templates piano.templates --offset 60 --duration 30 --threshold 0.08\n\n\
+Without -o, each output goes beside its input (song.flac -> song.mid). Existing files are not replaced \
+unless --overwrite is given.")]
+    Transcribe(TranscribeArgs),
+    /// Score a transcription against a reference, as mir_eval.transcription does.
+    #[command(after_help = "Examples:\n  sscnmf evaluate MAPS_MUS-bach_ENSTDkCl.txt bach.mid\n  \
+sscnmf evaluate reference.mid estimate.csv --json\n\n\
+Either side may be MIDI (.mid), CSV (start_time_s,end_time_s,pitch_midi,velocity), MAPS txt or JSON. \
+A note matches when the pitch is the same (within 50 cents), the onsets are within --onset-tolerance, and, \
+for the onset+offset scores, the offsets are within max(50 ms, --offset-ratio x reference duration); \
+the matching is a maximum bipartite matching, as in mir_eval.")]
+    Evaluate(EvaluateArgs),
+    /// Evaluate on a MAPS-layout dataset: learn each piano's templates, transcribe its songs, sweep δ.
+    #[command(after_help = "Example:\n  sscnmf experiment ../shared/data/dev --out results/\n\n\
+Expects <DATASET>/<piano>/ISOL/NO/ (isolated notes) and <DATASET>/<piano>/MUS/ (songs with .txt or .mid \
+ground truth beside them). Writes report.md and results.json to --out.")]
+    Experiment(ExperimentArgs),
+    /// Time each stage of a transcription, fast path against the exact (f64) reference.
+    #[command(after_help = "Example:\n  sscnmf bench song.flac --templates piano.templates --duration 30\n\n\
+Prints the wall time of decoding, STFT, initialisation, iterations and note reading, the iterations per \
+second, the effective GFLOP/s of the products, the peak memory, the speed-up over the exact path and \
+whether both paths give the same notes.")]
+    Bench(BenchArgs),
+}
+
+mod bench;
+mod evaluate;
+mod experiment;
+mod learn;
+mod transcribe;
+use bench::{bench, BenchArgs};
+use evaluate::{evaluate_cmd, EvaluateArgs};
+use experiment::{experiment, ExperimentArgs};
+use learn::{learn, LearnArgs};
+use transcribe::{transcribe, TranscribeArgs};
+
+/// Runs the command line; returns the process exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return code;
+        }
+    };
+    let result = match cli.command {
+        Command::Learn(a) => learn(a),
+        Command::Transcribe(a) => transcribe(a),
+        Command::Evaluate(a) => evaluate_cmd(a),
+        Command::Experiment(a) => experiment(a),
+        Command::Bench(a) => bench(a),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            let internal = e.downcast_ref::<Error>().is_some_and(|e| e.kind() == ErrorKind::Internal);
+            eprintln!("error: {}", one_line(&e));
+            if internal {
+                1
+            } else {
+                2
+            }
+        }
+    }
+}
+
+/// The error and its causes on one line, without repeating a cause the
+/// message already contains.
+fn one_line(e: &anyhow::Error) -> String {
+    if let Some(e) = e.downcast_ref::<Error>() {
+        // Our errors already say everything in their message.
+        return e.to_string();
+    }
+    let mut out = String::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if out.contains(&s) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&s);
+    }
+    out.replace('\n', " ")
+}
+
+fn progress(len: usize, quiet: bool, what: &str) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(Some(len as u64), ProgressDrawTarget::stderr());
+    if quiet {
+        bar.set_draw_target(ProgressDrawTarget::hidden());
+    }
+    bar.set_style(
+        ProgressStyle::with_template("{msg:>12} [{bar:30}] {pos}/{len} ({elapsed}, {eta} left)")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_message(what.to_string());
+    bar
+}
+
+fn channel_selection(channel: Option<usize>) -> ChannelSelection {
+    channel.map(ChannelSelection::Channel).unwrap_or(ChannelSelection::Mix)
+}
+
+fn check_writable(path: &Path, overwrite: bool, inputs: &[PathBuf]) -> anyhow::Result<()> {
+    if inputs.iter().any(|i| same_file(i, path)) {
+        bail!("{}: output would overwrite an input file", path.display());
+    }
+    if path.exists() && !overwrite {
+        bail!("{}: already exists (use --overwrite to replace it)", path.display());
+    }
+    Ok(())
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => false,
+    }
+}

@@ -1,0 +1,181 @@
+//! `sscnmf transcribe`: audio files to MIDI and note lists.
+
+use super::*;
+
+#[derive(Args, Debug)]
+pub(super) struct TranscribeArgs {
+    /// Audio files (WAV, FLAC, MP3, OGG) or folders of them.
+    #[arg(required = true)]
+    inputs: Vec<PathBuf>,
+    /// Template dictionary made by `sscnmf learn`.
+    #[arg(short, long)]
+    templates: PathBuf,
+    /// Output MIDI file (one input) or folder (several inputs). Default: beside each input.
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+    /// Also write note lists in these formats: csv, txt (MAPS), json. Repeatable.
+    #[arg(long = "format", value_name = "FORMAT")]
+    formats: Vec<NoteFormat>,
+    /// δ of the onset rule (eq. 10), as a fraction of the recording's largest activation.
+    #[arg(long, default_value_t = DEFAULT_THRESHOLD)]
+    threshold: f64,
+    /// Threshold raw activations, as the paper did (δ then depends on the recording's level).
+    #[arg(long)]
+    raw_activations: bool,
+    /// Transcribe only this many seconds.
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Start this many seconds into the file.
+    #[arg(long, default_value_t = 0.0)]
+    offset: f64,
+    /// Use channel N (0-based) instead of the mean of the channels.
+    #[arg(long)]
+    channel: Option<usize>,
+    /// Refuse files longer than this many seconds.
+    #[arg(long, default_value_t = 4.0 * 3600.0)]
+    max_duration: f64,
+    /// Compute in f64 (the reference path) instead of f32.
+    #[arg(long)]
+    exact: bool,
+    /// Replace output files that exist.
+    #[arg(long)]
+    overwrite: bool,
+    /// Print one JSON object per file on standard output.
+    #[arg(long)]
+    json: bool,
+    /// No progress bar.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+/// Expands folders into their audio files (sorted), keeping files as given.
+fn expand_inputs(inputs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for input in inputs {
+        if input.is_dir() {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(input)
+                .map_err(|e| Error::io(input, e))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| is_audio_file(p))
+                .collect();
+            files.sort();
+            if files.is_empty() {
+                bail!("{}: no audio files (wav, flac, mp3, ogg) in this folder", input.display());
+            }
+            out.extend(files);
+        } else {
+            out.push(input.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// Where each input's MIDI goes.
+fn midi_output_path(input: &Path, output: Option<&Path>, several: bool) -> PathBuf {
+    let stem = input.file_stem().map(|s| s.to_os_string()).unwrap_or_else(|| "transcription".into());
+    match output {
+        Some(o) if several || o.is_dir() => o.join(Path::new(&stem).with_extension("mid")),
+        Some(o) => o.to_path_buf(),
+        None => input.with_file_name(Path::new(&stem).with_extension("mid")),
+    }
+}
+
+pub(super) fn transcribe(a: TranscribeArgs) -> anyhow::Result<()> {
+    let inputs = expand_inputs(&a.inputs)?;
+    let several = inputs.len() > 1;
+    if let Some(o) = &a.output {
+        if several && !o.is_dir() {
+            bail!("{}: with several inputs, -o must name an existing folder", o.display());
+        }
+    }
+    let dictionary = TemplateDictionary::load(&a.templates)?;
+    let mut transcriber = Transcriber::new(dictionary)?;
+    transcriber.detector.threshold = a.threshold;
+    if a.raw_activations {
+        transcriber.detector.scale = ActivationScale::Raw;
+    }
+    if a.exact {
+        transcriber.regression.precision = Precision::Exact;
+    }
+    transcriber.decode = DecodeOptions {
+        channel: channel_selection(a.channel),
+        offset_seconds: a.offset,
+        duration_seconds: a.duration,
+        max_duration_seconds: a.max_duration,
+    };
+
+    // Decide every output path first, and refuse before any work is done.
+    let mut plans = Vec::new();
+    for input in &inputs {
+        let midi = midi_output_path(input, a.output.as_deref(), several);
+        let mut outs = vec![(midi.clone(), NoteFormat::Midi)];
+        for &f in &a.formats {
+            if f != NoteFormat::Midi {
+                outs.push((midi.with_extension(f.extension()), f));
+            }
+        }
+        for (p, _) in &outs {
+            check_writable(p, a.overwrite, &inputs)?;
+        }
+        plans.push((input.clone(), outs));
+    }
+
+    let bar = progress(plans.len(), a.quiet || plans.len() == 1, "transcribing");
+    let failed = AtomicUsize::new(0);
+    let started = std::time::Instant::now();
+    let mut audio_seconds = 0.0;
+    let mut last_error = None;
+    for (input, outs) in &plans {
+        let result = transcriber.transcribe_file(input).and_then(|t| {
+            for (path, format) in outs {
+                write_notes(path, &t.notes, *format)?;
+            }
+            Ok(t)
+        });
+        bar.inc(1);
+        match result {
+            Ok(t) => {
+                audio_seconds += t.audio_seconds;
+                if a.json {
+                    let obj = serde_json::json!({
+                        "input": input, "outputs": outs.iter().map(|(p, _)| p).collect::<Vec<_>>(),
+                        "notes": t.notes.len(), "audio_seconds": t.audio_seconds, "status": "ok"
+                    });
+                    println!("{obj}");
+                } else if !a.quiet {
+                    bar.suspend(|| {
+                        eprintln!("{}: {} notes -> {}", input.display(), t.notes.len(), outs[0].0.display())
+                    });
+                }
+            }
+            Err(e) => {
+                failed.fetch_add(1, Ordering::Relaxed);
+                if a.json {
+                    println!("{}", serde_json::json!({"input": input, "status": "error", "error": e.to_string()}));
+                }
+                if several {
+                    bar.suspend(|| eprintln!("error: {e}"));
+                }
+                last_error = Some(e);
+            }
+        }
+    }
+    bar.finish_and_clear();
+    let failed = failed.into_inner();
+    if several && !a.quiet {
+        let secs = started.elapsed().as_secs_f64();
+        eprintln!(
+            "{} files transcribed, {} failed; {:.1} s of audio in {:.1} s ({:.1}x real time)",
+            plans.len() - failed,
+            failed,
+            audio_seconds,
+            secs,
+            audio_seconds / secs.max(1e-9)
+        );
+    }
+    match last_error {
+        Some(e) if !several => Err(e.into()),
+        Some(_) => Err(anyhow::anyhow!("{failed} of {} files failed", plans.len())),
+        None => Ok(()),
+    }
+}
