@@ -57,9 +57,10 @@ pub mod kernels;
 pub mod rank_one;
 pub mod reference;
 pub mod regression;
+pub mod sparse;
 
 pub use rank_one::{learn_rank_one, RankOneCnmf, RankOneFit};
-pub use regression::{ConvolutiveRegression, FitInfo, Precision};
+pub use regression::{ConvolutiveRegression, FastSettings, FitInfo, Precision, SparseSettings};
 
 use crate::{Error, Result};
 
