@@ -152,19 +152,9 @@ pub fn load_audio(path: &Path, options: &DecodeOptions, target_sample_rate: u32)
 fn load_audio_inner(path: &Path, options: &DecodeOptions, target_sample_rate: u32) -> Result<Audio> {
     options.validate()?;
     check_rate(target_sample_rate, "target")?;
-    let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
-    let meta = file.metadata().map_err(|e| Error::io(path, e))?;
-    if meta.is_dir() {
-        return Err(Error::new(ErrorKind::Io, "is a directory, not an audio file"));
-    }
-    let len = meta.len();
-    if len == 0 {
-        return Err(audio_error("empty file"));
-    }
-    let patches = wav_header_patches(&mut file, len).map_err(|e| Error::io(path, e))?;
-    let source = PatchedSource::new(Box::new(file), patches);
+    let source = open_source(path)?;
     let extension = path.extension().and_then(|e| e.to_str());
-    let mut audio = decode_source(Box::new(source), extension, options)?;
+    let mut audio = decode_source(source, extension, options)?;
     if audio.sample_rate != target_sample_rate {
         audio.samples = resample(&audio.samples, audio.sample_rate, target_sample_rate)?;
         audio.sample_rate = target_sample_rate;
@@ -244,6 +234,104 @@ impl Cut {
 
 /// Decode everything (no resampling). Errors carry no path.
 fn decode_source(source: Box<dyn MediaSource>, extension: Option<&str>, options: &DecodeOptions) -> Result<Audio> {
+    let mut samples: Vec<f32> = Vec::new();
+    let info = stream_source(source, extension, options, &mut |block: &[f32], _rate: u32| {
+        samples.extend_from_slice(block);
+        Ok(())
+    })?;
+    samples.shrink_to_fit();
+    Ok(Audio {
+        samples,
+        sample_rate: info.sample_rate,
+        source_sample_rate: info.source_sample_rate,
+        source_channels: info.channels,
+    })
+}
+
+/// What a streamed decode found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamInfo {
+    /// Sample rate of the samples given to the sink, Hz.
+    pub sample_rate: u32,
+    /// The file's own sample rate, Hz.
+    pub source_sample_rate: u32,
+    /// The file's number of channels.
+    pub channels: usize,
+    /// Mono samples given to the sink.
+    pub samples: u64,
+}
+
+/// Decodes the audio file at `path` with the rules of [`load_audio`] (the
+/// same channel choice, excerpt, limits, errors and resampling), but hands
+/// the mono samples to `sink` block by block as they are decoded instead of
+/// holding them all: memory stays bounded whatever the file's length. The
+/// samples given to `sink`, joined, are exactly those [`load_audio`] returns.
+/// An error from `sink` stops the decoding and is returned (with the path).
+pub fn stream_audio(
+    path: &Path,
+    options: &DecodeOptions,
+    target_sample_rate: u32,
+    sink: &mut dyn FnMut(&[f32]) -> Result<()>,
+) -> Result<StreamInfo> {
+    stream_audio_inner(path, options, target_sample_rate, sink).map_err(|e| e.with_path(path))
+}
+
+fn stream_audio_inner(
+    path: &Path,
+    options: &DecodeOptions,
+    target_sample_rate: u32,
+    sink: &mut dyn FnMut(&[f32]) -> Result<()>,
+) -> Result<StreamInfo> {
+    options.validate()?;
+    check_rate(target_sample_rate, "target")?;
+    let source = open_source(path)?;
+    let extension = path.extension().and_then(|e| e.to_str());
+    // The file's rate is known only once the stream is open, so the
+    // resampler is made on the first block.
+    let mut resampler: Option<StreamResampler> = None;
+    let mut produced = 0u64;
+    let mut counted = |block: &[f32]| -> Result<()> {
+        produced += block.len() as u64;
+        sink(block)
+    };
+    let info = stream_source(source, extension, options, &mut |block: &[f32], rate: u32| {
+        if rate == target_sample_rate {
+            return counted(block);
+        }
+        if resampler.is_none() {
+            resampler = Some(StreamResampler::new(rate, target_sample_rate)?);
+        }
+        resampler.as_mut().expect("made above").push(block, &mut counted)
+    })?;
+    if let Some(r) = resampler {
+        r.finish(&mut counted)?;
+    }
+    Ok(StreamInfo { sample_rate: target_sample_rate, samples: produced, ..info })
+}
+
+/// Opens `path` for decoding, with the WAV header repairs.
+fn open_source(path: &Path) -> Result<Box<dyn MediaSource>> {
+    let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let meta = file.metadata().map_err(|e| Error::io(path, e))?;
+    if meta.is_dir() {
+        return Err(Error::new(ErrorKind::Io, "is a directory, not an audio file"));
+    }
+    let len = meta.len();
+    if len == 0 {
+        return Err(audio_error("empty file"));
+    }
+    let patches = wav_header_patches(&mut file, len).map_err(|e| Error::io(path, e))?;
+    Ok(Box::new(PatchedSource::new(Box::new(file), patches)))
+}
+
+/// Decodes `source`, giving the kept mono samples (file rate) to `sink`
+/// packet by packet. Errors carry no path.
+fn stream_source(
+    source: Box<dyn MediaSource>,
+    extension: Option<&str>,
+    options: &DecodeOptions,
+    sink: &mut dyn FnMut(&[f32], u32) -> Result<()>,
+) -> Result<StreamInfo> {
     let stream = MediaSourceStream::new(source, Default::default());
     let mut hint = Hint::new();
     if let Some(ext) = extension {
@@ -283,7 +371,9 @@ fn decode_source(source: Box<dyn MediaSource>, extension: Option<&str>, options:
     }
 
     let mut cut: Option<Cut> = None;
-    let mut samples: Vec<f32> = Vec::new();
+    // Mono samples of the current packet, and how many were kept in all.
+    let mut mono: Vec<f32> = Vec::new();
+    let mut kept: u64 = 0;
     // Frames decoded so far (the position in the file, in frames).
     let mut position: u64 = 0;
     let mut packets_ok = 0usize;
@@ -358,16 +448,7 @@ fn decode_source(source: Box<dyn MediaSource>, extension: Option<&str>, options:
             return Err(audio_error("the audio track has no channels"));
         }
         let rate_now = spec.rate;
-        let cut = cut.get_or_insert_with(|| {
-            let c = Cut::new(options, rate_now);
-            // Reserve what the header announces, but never more than ten
-            // minutes (nor the limit) up front: the rest grows as decoded.
-            let announced = params.n_frames.map(|n| n.saturating_sub(c.skip)).unwrap_or(0);
-            let wanted = c.keep.map_or(announced, |k| k.min(announced));
-            let cap = (600 * u64::from(rate_now)).min(c.limit);
-            samples.reserve(wanted.min(cap) as usize);
-            c
-        });
+        let cut = cut.get_or_insert_with(|| Cut::new(options, rate_now));
 
         // `capacity()` counts samples (frames × channels); the channel count
         // is fixed above, so a buffer large enough in samples fits.
@@ -389,13 +470,14 @@ fn decode_source(source: Box<dyn MediaSource>, extension: Option<&str>, options:
         let lo = cut.skip.clamp(start, end);
         let hi = keep_end.clamp(start, end);
         if hi > lo {
-            let kept_after = samples.len() as u64 + (hi - lo);
+            let kept_after = kept + (hi - lo);
             if kept_after > cut.limit {
                 return Err(audio_error(format!(
                     "audio is longer than the maximum duration of {} s; raise --max-duration to decode it",
                     options.max_duration_seconds
                 )));
             }
+            mono.clear();
             for frame in (lo - start) as usize..(hi - start) as usize {
                 let values = &interleaved[frame * n_channels..(frame + 1) * n_channels];
                 let v = match options.channel {
@@ -411,8 +493,10 @@ fn decode_source(source: Box<dyn MediaSource>, extension: Option<&str>, options:
                         time(start + frame as u64, rate)
                     )));
                 }
-                samples.push(v);
+                mono.push(v);
             }
+            kept += mono.len() as u64;
+            sink(&mono, rate_now)?;
         }
         position = end;
         if position >= keep_end {
@@ -432,15 +516,14 @@ fn decode_source(source: Box<dyn MediaSource>, extension: Option<&str>, options:
     if position == 0 {
         return Err(audio_error("contains no audio samples"));
     }
-    if samples.is_empty() {
+    if kept == 0 {
         return Err(audio_error(format!(
             "offset {:.3} s is at or past the end of the audio ({:.3} s long)",
             options.offset_seconds,
             time(position, Some(rate))
         )));
     }
-    samples.shrink_to_fit();
-    Ok(Audio { samples, sample_rate: rate, source_sample_rate: rate, source_channels: channels })
+    Ok(StreamInfo { sample_rate: rate, source_sample_rate: rate, channels, samples: kept })
 }
 
 fn check_channel(selection: ChannelSelection, n_channels: usize) -> Result<()> {
@@ -588,51 +671,127 @@ pub fn resample(samples: &[f32], from_rate: u32, to_rate: u32) -> Result<Vec<f32
     if from_rate == to_rate {
         return Ok(samples.to_vec());
     }
-    let len = samples.len() as u128;
-    let out_len = ((len * u128::from(to_rate) + u128::from(from_rate) / 2) / u128::from(from_rate)) as usize;
-    if out_len == 0 {
-        return Ok(Vec::new());
-    }
-    let g = gcd(from_rate, to_rate);
-    let (p, q) = ((from_rate / g) as usize, (to_rate / g) as usize);
-    // An even number of periods per block keeps both block sizes even, so the
-    // filter's delay (half a block) is a whole number of samples on both sides.
-    const MIN_BLOCK: usize = 2048;
-    let periods = 2 * MIN_BLOCK.div_ceil(2 * p).max(1);
-    let (block_in, block_out) = (periods * p, periods * q);
-    let mut resampler = FftFixedIn::<f64>::new(from_rate as usize, to_rate as usize, block_in, 1, 1)
-        .map_err(|e| Error::internal(format!("cannot build the resampler: {e}")))?;
-    if resampler.input_frames_next() != block_in || resampler.output_frames_next() != block_out {
-        return Err(Error::internal(format!(
-            "resampler block sizes {}/{} differ from the expected {block_in}/{block_out}",
-            resampler.input_frames_next(),
-            resampler.output_frames_next()
-        )));
-    }
-    let delay = block_out / 2;
-    debug_assert_eq!(resampler.output_delay(), delay);
-
-    let mut output = Vec::with_capacity(out_len);
-    let mut input = vec![vec![0.0f64; block_in]];
-    let mut block = vec![vec![0.0f64; block_out]];
-    let mut consumed = 0usize;
-    let mut produced = 0usize;
-    while output.len() < out_len {
-        let take = samples.len().saturating_sub(consumed).min(block_in);
-        for (dst, &src) in input[0].iter_mut().zip(&samples[consumed..consumed + take]) {
-            *dst = f64::from(src);
-        }
-        input[0][take..].fill(0.0);
-        consumed += take;
-        resampler
-            .process_into_buffer(&input, &mut block, None)
-            .map_err(|e| Error::internal(format!("resampling failed: {e}")))?;
-        let skip = delay.saturating_sub(produced).min(block_out);
-        let want = out_len - output.len();
-        output.extend(block[0][skip..].iter().take(want).map(|&v| v as f32));
-        produced += block_out;
-    }
+    let mut output = Vec::with_capacity(out_length(samples.len() as u64, from_rate, to_rate) as usize);
+    let mut sink = |block: &[f32]| -> Result<()> {
+        output.extend_from_slice(block);
+        Ok(())
+    };
+    let mut resampler = StreamResampler::new(from_rate, to_rate)?;
+    resampler.push(samples, &mut sink)?;
+    resampler.finish(&mut sink)?;
     Ok(output)
+}
+
+/// `round(len · to_rate / from_rate)`.
+fn out_length(len: u64, from_rate: u32, to_rate: u32) -> u64 {
+    let len = u128::from(len);
+    ((len * u128::from(to_rate) + u128::from(from_rate) / 2) / u128::from(from_rate)) as u64
+}
+
+/// [`resample`] for a signal that arrives block by block: the same blocks,
+/// filter and delay, so the output, joined, is exactly what [`resample`]
+/// returns for the whole signal; it holds at most one block of input.
+struct StreamResampler {
+    resampler: FftFixedIn<f64>,
+    from_rate: u32,
+    to_rate: u32,
+    block_in: usize,
+    block_out: usize,
+    /// Input samples waiting for a full block.
+    pending: Vec<f64>,
+    /// Input samples received in all.
+    received: u64,
+    /// Output samples produced by the filter (including the delay skipped).
+    produced: u64,
+    /// Output samples handed out.
+    emitted: u64,
+    output: Vec<Vec<f64>>,
+}
+
+impl StreamResampler {
+    fn new(from_rate: u32, to_rate: u32) -> Result<Self> {
+        let g = gcd(from_rate, to_rate);
+        let (p, q) = ((from_rate / g) as usize, (to_rate / g) as usize);
+        // An even number of periods per block keeps both block sizes even, so
+        // the filter's delay (half a block) is a whole number of samples on
+        // both sides.
+        const MIN_BLOCK: usize = 2048;
+        let periods = 2 * MIN_BLOCK.div_ceil(2 * p).max(1);
+        let (block_in, block_out) = (periods * p, periods * q);
+        let resampler = FftFixedIn::<f64>::new(from_rate as usize, to_rate as usize, block_in, 1, 1)
+            .map_err(|e| Error::internal(format!("cannot build the resampler: {e}")))?;
+        if resampler.input_frames_next() != block_in || resampler.output_frames_next() != block_out {
+            return Err(Error::internal(format!(
+                "resampler block sizes {}/{} differ from the expected {block_in}/{block_out}",
+                resampler.input_frames_next(),
+                resampler.output_frames_next()
+            )));
+        }
+        debug_assert_eq!(resampler.output_delay(), block_out / 2);
+        Ok(StreamResampler {
+            resampler,
+            from_rate,
+            to_rate,
+            block_in,
+            block_out,
+            pending: Vec::with_capacity(block_in),
+            received: 0,
+            produced: 0,
+            emitted: 0,
+            output: vec![vec![0.0; block_out]],
+        })
+    }
+
+    /// Takes more input; hands out what is ready (at most `limit` samples in
+    /// all, if given).
+    fn push(&mut self, samples: &[f32], sink: &mut dyn FnMut(&[f32]) -> Result<()>) -> Result<()> {
+        self.received += samples.len() as u64;
+        let mut rest = samples;
+        while !rest.is_empty() {
+            let take = (self.block_in - self.pending.len()).min(rest.len());
+            self.pending.extend(rest[..take].iter().map(|&x| f64::from(x)));
+            rest = &rest[take..];
+            if self.pending.len() == self.block_in {
+                self.process(None, sink)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Flushes the filter with silence until the output has
+    /// `round(len · to_rate / from_rate)` samples.
+    fn finish(mut self, sink: &mut dyn FnMut(&[f32]) -> Result<()>) -> Result<()> {
+        let total = out_length(self.received, self.from_rate, self.to_rate);
+        while self.emitted < total {
+            self.pending.resize(self.block_in, 0.0);
+            self.process(Some(total), sink)?;
+        }
+        Ok(())
+    }
+
+    /// Filters the full pending block and hands out its output, the delay
+    /// removed.
+    fn process(&mut self, limit: Option<u64>, sink: &mut dyn FnMut(&[f32]) -> Result<()>) -> Result<()> {
+        let input = [std::mem::take(&mut self.pending)];
+        self.resampler
+            .process_into_buffer(&input, &mut self.output, None)
+            .map_err(|e| Error::internal(format!("resampling failed: {e}")))?;
+        let [mut pending] = input;
+        pending.clear();
+        self.pending = pending;
+        let delay = (self.block_out / 2) as u64;
+        let skip = delay.saturating_sub(self.produced).min(self.block_out as u64) as usize;
+        self.produced += self.block_out as u64;
+        let mut block: Vec<f32> = self.output[0][skip..].iter().map(|&v| v as f32).collect();
+        if let Some(limit) = limit {
+            block.truncate(limit.saturating_sub(self.emitted) as usize);
+        }
+        self.emitted += block.len() as u64;
+        if block.is_empty() {
+            return Ok(());
+        }
+        sink(&block)
+    }
 }
 
 fn gcd(mut a: u32, mut b: u32) -> u32 {

@@ -270,14 +270,42 @@ impl Stft {
                     spectrum: self.fft.make_output_vec(),
                     scratch: self.fft.make_scratch_vec(),
                 },
-                |buffers, (i, out)| self.frame_magnitude(samples, first_frame + i, buffers, out),
+                |buffers, (i, out)| self.frame_magnitude(samples, 0, first_frame + i, buffers, out),
             );
         }
         Spectrogram { n_bins, n_frames, data, config: self.config.clone() }
     }
 
-    /// Compute frame `t` into `out` (`n_bins` values).
-    fn frame_magnitude(&self, samples: &[f32], t: usize, buffers: &mut Buffers, out: &mut [f64]) {
+    /// Frames `first_frame .. first_frame + n_frames` of the magnitude STFT of
+    /// a signal of which `segment` holds the samples `segment_start ..
+    /// segment_start + segment.len()`, the rest taken as zeros. Frame `t`
+    /// reads the samples `t·hop − win/2 .. t·hop + win/2`, so it is exactly
+    /// the frame of the whole signal when the segment covers that range (or
+    /// the range's part inside the signal): this is how long recordings are
+    /// processed piece by piece.
+    pub fn magnitude_frames_of_segment(
+        &self,
+        segment: &[f32],
+        segment_start: usize,
+        first_frame: usize,
+        n_frames: usize,
+    ) -> Spectrogram {
+        let n_bins = self.config.n_bins();
+        let mut data = vec![0.0f64; n_bins * n_frames];
+        data.par_chunks_mut(n_bins).with_min_len(8).enumerate().for_each_init(
+            || Buffers {
+                input: self.fft.make_input_vec(),
+                spectrum: self.fft.make_output_vec(),
+                scratch: self.fft.make_scratch_vec(),
+            },
+            |buffers, (i, out)| self.frame_magnitude(segment, segment_start, first_frame + i, buffers, out),
+        );
+        Spectrogram { n_bins, n_frames, data, config: self.config.clone() }
+    }
+
+    /// Compute frame `t` into `out` (`n_bins` values); `samples` are the
+    /// signal's samples from index `offset` on (zeros elsewhere).
+    fn frame_magnitude(&self, samples: &[f32], offset: usize, t: usize, buffers: &mut Buffers, out: &mut [f64]) {
         let win = self.config.win_length;
         let half = win / 2;
         let input = &mut buffers.input;
@@ -286,10 +314,10 @@ impl Stft {
         // original signal, [t·hop - win/2, t·hop + win/2).
         let centre = t * self.config.hop_length;
         // Window index j ↔ sample index centre + j - half.
-        let j_start = half.saturating_sub(centre);
-        let j_end = win.min((samples.len() + half).saturating_sub(centre));
+        let j_start = (offset + half).saturating_sub(centre);
+        let j_end = win.min((offset + samples.len() + half).saturating_sub(centre));
         for j in j_start..j_end {
-            input[j] = f64::from(samples[centre + j - half]) * self.window[j];
+            input[j] = f64::from(samples[centre + j - half - offset]) * self.window[j];
         }
         // The buffers are made by this plan, so their lengths are right and
         // the transform cannot fail.

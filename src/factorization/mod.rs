@@ -287,6 +287,12 @@ impl SplitMix64 {
         SplitMix64(seed)
     }
 
+    /// The generator as it is after `draws` draws from `SplitMix64::new(seed)`:
+    /// the stream is a counter, so any stretch of it can be started directly.
+    pub fn skipped(seed: u64, draws: u64) -> Self {
+        SplitMix64(seed.wrapping_add(draws.wrapping_mul(0x9E37_79B9_7F4A_7C15)))
+    }
+
     /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);

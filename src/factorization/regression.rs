@@ -109,9 +109,10 @@ impl Default for FastSettings {
 /// only touch what is left (see [`super::sparse`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SparseSettings {
-    /// Activations below this fraction of the largest one are set to zero
-    /// (for good: a multiplicative update keeps a zero at zero), before the
-    /// first convolutive iteration and after each. Default 1e-5.
+    /// Activations below this fraction of the local level (the largest
+    /// total activation of a frame within τ frames) are set to zero (for
+    /// good: a multiplicative update keeps a zero at zero), before the first
+    /// sparse iteration and after each. Default 1e-5.
     pub prune: f64,
     /// Convolutive iterations that update every activation before any is
     /// dormant. Default 5.
@@ -155,6 +156,19 @@ impl ConvolutiveRegression {
     /// Fits the activations of `spectrogram` (F × N magnitudes) on
     /// `templates` (F × τ × K). Returns H (K × N) in f64.
     pub fn fit(&self, spectrogram: &Matrix<f64>, templates: &ConvTemplates<f32>) -> Result<(Matrix<f64>, FitInfo)> {
+        self.fit_at(spectrogram, templates, 0)
+    }
+
+    /// [`fit`](Self::fit) for frames `first_frame ..` of a longer recording:
+    /// the random initial activations are those the whole recording's fit
+    /// would start from at these frames, so that pieces of a recording fitted
+    /// separately agree with the whole away from their ends.
+    pub fn fit_at(
+        &self,
+        spectrogram: &Matrix<f64>,
+        templates: &ConvTemplates<f32>,
+        first_frame: usize,
+    ) -> Result<(Matrix<f64>, FitInfo)> {
         if spectrogram.rows != templates.n_bins {
             return Err(Error::invalid_input(format!(
                 "spectrogram has {} frequency bins but the templates have {}",
@@ -188,7 +202,7 @@ impl ConvolutiveRegression {
                 col.iter_mut().filter(|x| **x < SPECTROGRAM_FLOOR).for_each(|x| *x = 0.0);
             }
         }
-        let mut rng = SplitMix64::new(self.seed);
+        let mut rng = SplitMix64::skipped(self.seed, (first_frame as u64).wrapping_mul(k as u64));
         let h0: Vec<f64> = (0..k * n).map(|_| rng.next_unit()).collect();
         let h0 = Matrix { rows: k, cols: n, data: h0 };
         match self.precision {
@@ -275,7 +289,7 @@ impl ConvolutiveRegression {
         let first = SparseCnmf::new(&templates.first_slices());
         let packed = first.pack(m);
         let mut sh = SparseActivations::from_dense(&h);
-        sh.prune_relative(settings.prune as f32);
+        sh.prune_local(settings.prune as f32, templates.tau);
         while it < self.init_iterations {
             let double = fast.extrapolate && it + 2 <= self.init_iterations;
             let step = Step { exponent: 1 + double as u32, prune: settings.prune as f32, ..Step::default() };

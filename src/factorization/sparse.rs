@@ -109,21 +109,25 @@ impl SparseActivations {
         self.values.iter().copied().fold(0.0, f32::max)
     }
 
-    /// Drops the activations below `threshold`.
-    /// Drops the activations below `fraction × max(H)` (and below the
-    /// activation floor).
-    pub fn prune_relative(&mut self, fraction: f32) {
-        let threshold = (fraction * self.max()).max(ACTIVATION_FLOOR as f32);
-        self.retain_at_least(threshold);
+    /// Drops the activations below `fraction` of the local level (the
+    /// largest total activation of a frame within `tau` frames; see
+    /// [`local_levels`]) and below the activation floor. Local, so that
+    /// quiet passages keep their small activations and a piece of a
+    /// recording is pruned as the whole would be.
+    pub fn prune_local(&mut self, fraction: f32, tau: usize) {
+        let local = local_levels(self, tau);
+        let floor = ACTIVATION_FLOOR as f32;
+        self.retain(|s, v| v >= (fraction * local[s]).max(floor));
     }
 
-    fn retain_at_least(&mut self, threshold: f32) {
+    /// Keeps the activations for which `keep(frame, value)` holds.
+    fn retain(&mut self, keep: impl Fn(usize, f32) -> bool) {
         let mut kept = 0;
         let mut begin = 0;
         for s in 0..self.n_frames {
             let end = self.start[s + 1];
             for e in begin..end {
-                if self.values[e] >= threshold {
+                if keep(s, self.values[e]) {
                     self.notes[kept] = self.notes[e];
                     self.values[kept] = self.values[e];
                     self.ratios[kept] = self.ratios[e];
@@ -316,8 +320,7 @@ impl SparseCnmf {
                 h.values[e] *= factor;
             }
         }
-        let threshold = (step.prune * h.max()).max(ACTIVATION_FLOOR as f32);
-        h.retain_at_least(threshold);
+        h.prune_local(step.prune, tau);
         let flops = 2.0 * f_len as f64 * tau as f64 * (plan.model_count + plan.numer_count) as f64;
         SparseStats { loss_before: want_loss.then_some(loss), flops, nnz: h.nnz() }
     }
@@ -333,9 +336,7 @@ pub const DORMANT_RATIO_CAP: f32 = 1.25;
 /// frames, so that quiet passages keep their small activations.
 fn classify(h: &SparseActivations, tau: usize, step: &Step) -> (Vec<bool>, Vec<bool>) {
     let n = h.n_frames;
-    let sums: Vec<f32> = (0..n).map(|s| h.values[h.start[s]..h.start[s + 1]].iter().sum()).collect();
-    let local: Vec<f32> =
-        (0..n).map(|s| sums[s.saturating_sub(tau)..(s + tau + 1).min(n)].iter().copied().fold(0.0, f32::max)).collect();
+    let local = local_levels(h, tau);
     let mut in_model = vec![true; h.nnz()];
     let mut listed = vec![true; h.nnz()];
     for s in 0..n {
@@ -347,6 +348,14 @@ fn classify(h: &SparseActivations, tau: usize, step: &Step) -> (Vec<bool>, Vec<b
         }
     }
     (in_model, listed)
+}
+
+/// The local level of each frame `s`: the largest total activation
+/// `Σ_q H[q, s']` of the frames `s'` within `tau` frames of `s`.
+pub fn local_levels(h: &SparseActivations, tau: usize) -> Vec<f32> {
+    let n = h.n_frames;
+    let sums: Vec<f32> = (0..n).map(|s| h.values[h.start[s]..h.start[s + 1]].iter().sum()).collect();
+    (0..n).map(|s| sums[s.saturating_sub(tau)..(s + tau + 1).min(n)].iter().copied().fold(0.0, f32::max)).collect()
 }
 
 /// First bin, real bins and padded width of chunk `c`.
@@ -886,9 +895,16 @@ mod tests {
         assert_eq!(s.nnz(), 3);
         assert_eq!(s.to_dense(), h);
         let mut s2 = s.clone();
-        s2.retain_at_least(0.75);
+        s2.retain(|_, v| v >= 0.75);
         assert_eq!(s2.nnz(), 2);
         assert_eq!(s2.start, vec![0, 1, 1, 1, 2]);
         assert_eq!(s2.notes, vec![0, 1]);
+        // Local pruning: frame 0's level is 1.5 (its own sum), frame 3's is
+        // 2.0 (τ = 1 reaches frames 2..=4 only), so a fraction of 0.4 drops
+        // the 0.5 of frame 0 (0.4 × 1.5 = 0.6) but keeps frame 3's 2.0.
+        let mut s3 = s.clone();
+        s3.prune_local(0.4, 1);
+        assert_eq!(s3.notes, vec![0, 1]);
+        assert_eq!(s3.values, vec![1.0, 2.0]);
     }
 }
