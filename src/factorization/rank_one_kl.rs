@@ -34,25 +34,35 @@
 //!
 //! The block's spectrogram (N × 16 values) stays in the L1 cache for both
 //! passes, so `M` is read from memory once per iteration and neither model
-//! nor ratio is ever stored whole. The next h numerator and `s_i` are those
-//! of the *unnormalised* `W_new`; since `λ` scales both alike, their ratio is
-//! the one of the normalised factors (mathematically identical; only
-//! rounding differs).
+//! nor ratio is ever stored whole. Each pass is one loop over the frames
+//! that computes `R[t]` and, a few frames later ([`LAG`], to hide the
+//! division's latency), adds the frames of `R` now complete to the
+//! numerators. The next h numerator and `s_i` are those of the
+//! *unnormalised* `W_new`; since `λ` scales both alike, their ratio is the
+//! one of the normalised factors (mathematically identical; only rounding
+//! differs). `W /= λ` is applied as the next pass loads each block.
+//!
+//! Per iteration this is the minimum for exact updates: two convolutions
+//! (`W * h`) and two correlations, `4·τ` multiply-adds per bin and frame,
+//! plus two divisions.
 //!
 //! # Precision and determinism
 //!
-//! f32 throughout except the sums over bins (h numerator across lanes and
-//! groups, `s_i`, `λ`, the loss), which end in f64. Only multiplications,
-//! additions and divisions (no fused multiply-add) in a fixed order, and each
-//! bin's arithmetic does not depend on the vector width, so the AVX-512,
-//! AVX2 and portable variants give bit-identical results. Bins are cut into
-//! fixed groups of [`GROUP_BLOCKS`] blocks (the unit of parallel work) whose
-//! partial sums are added in group order: results do not depend on the
-//! number of threads either.
+//! f32 arithmetic, with the sums over bins accumulated per lane in f32 over
+//! the blocks of a group and then in f64 (over lanes and groups, as are `λ`
+//! and the loss). Only multiplications, additions and divisions (no fused
+//! multiply-add) in a fixed order, and each bin's arithmetic does not
+//! depend on the vector width, so the AVX-512, AVX2 and portable variants
+//! give bit-identical results. Bins are cut into fixed groups of
+//! [`GROUP_BLOCKS`] blocks (the unit of parallel work) whose partial sums
+//! are added in group order: results do not depend on the number of
+//! threads either.
 //!
-//! The loss `Σ M log(M/Λ) − M + Λ` is evaluated in the same pass, from the
-//! ratio already computed, with a vectorisable f32 logarithm ([`ln_f32`]),
-//! and accumulated per lane in f64.
+//! The loss `Σ M log(M/y) − M + y` (`y = max(Λ, floor)`, as
+//! [`super::beta_divergence`] floors it) is evaluated in the second pass
+//! when asked for, from the ratio already in registers, with a vectorisable
+//! f32 logarithm ([`ln_f32`]); it costs about 60 % of a pass, so
+//! [`super::rank_one::LOSS_EVERY`] keeps it rare.
 
 use rayon::prelude::*;
 
@@ -144,8 +154,6 @@ pub struct FusedRankOneKl {
     slices: Vec<Lanes>,
     /// Per group: the loss per lane.
     losses: Vec<[f64; LANES]>,
-    /// Per group: 2 × N × 16 values of scratch for the loss.
-    scratch: Vec<f32>,
     /// Scratch: `Σ_{t<N−i} h[t]` (cap).
     den_w: Vec<f32>,
     /// `1/λ` of the renormalisation not yet applied to `w` (it is applied
@@ -201,7 +209,6 @@ impl FusedRankOneKl {
             slices: vec![[0.0; LANES]; groups * cap],
             pending_scale: None,
             losses: vec![[0.0; LANES]; groups],
-            scratch: vec![0.0; groups * 2 * n * LANES],
             den_w: vec![0.0; cap],
             num_total: vec![0.0; n],
             slice_total: vec![0.0; cap],
@@ -314,8 +321,8 @@ impl FusedRankOneKl {
         let shared = Shared { n, hp: &self.hp, den_w: &self.den_w, scale };
         let mn = GROUP_BLOCKS * n;
         let wn = GROUP_BLOCKS * cap;
-        let work = |((((m, w), numh), ratio), ((slices, loss), scratch)): GroupSlices<'_>| {
-            let g = Group { m, w, numh, ratio, slices, loss, scratch };
+        let work = |((((m, w), numh), ratio), (slices, loss)): GroupSlices<'_>| {
+            let g = Group { m, w, numh, ratio, slices, loss };
             // SAFETY: `select` only returns variants the CPU supports.
             unsafe { f(&shared, g) }
         };
@@ -325,12 +332,7 @@ impl FusedRankOneKl {
                 .zip(self.w.par_chunks_mut(wn))
                 .zip(self.numh.par_chunks_mut(n))
                 .zip(self.ratio.par_chunks_mut(rlen))
-                .zip(
-                    self.slices
-                        .par_chunks_mut(cap)
-                        .zip(self.losses.par_iter_mut())
-                        .zip(self.scratch.par_chunks_mut(2 * n * LANES)),
-                )
+                .zip(self.slices.par_chunks_mut(cap).zip(self.losses.par_iter_mut()))
                 .for_each(work);
         } else {
             self.m
@@ -338,9 +340,7 @@ impl FusedRankOneKl {
                 .zip(self.w.chunks_mut(wn))
                 .zip(self.numh.chunks_mut(n))
                 .zip(self.ratio.chunks_mut(rlen))
-                .zip(
-                    self.slices.chunks_mut(cap).zip(self.losses.iter_mut()).zip(self.scratch.chunks_mut(2 * n * LANES)),
-                )
+                .zip(self.slices.chunks_mut(cap).zip(self.losses.iter_mut()))
                 .for_each(work);
         }
         // Sums over groups (in order) and lanes (in order), in f64.
@@ -393,10 +393,8 @@ struct Shared<'a> {
 }
 
 /// One group's slices of the kernel's buffers, as the iterators zip them.
-type GroupSlices<'a> = (
-    (((&'a [Lanes], &'a mut [Lanes]), &'a mut [Lanes]), &'a mut [f32]),
-    ((&'a mut [Lanes], &'a mut [f64; LANES]), &'a mut [f32]),
-);
+type GroupSlices<'a> =
+    ((((&'a [Lanes], &'a mut [Lanes]), &'a mut [Lanes]), &'a mut [f32]), (&'a mut [Lanes], &'a mut [f64; LANES]));
 
 /// One group's data and outputs.
 struct Group<'a> {
@@ -406,8 +404,6 @@ struct Group<'a> {
     ratio: &'a mut [f32],
     slices: &'a mut [Lanes],
     loss: &'a mut [f64; LANES],
-    /// 2 × N × 16 values for the loss.
-    scratch: &'a mut [f32],
 }
 
 type GroupFn = unsafe fn(&Shared<'_>, Group<'_>);
@@ -459,7 +455,7 @@ unsafe fn portable<const T: usize, const UPDATE: bool, const LOSS: bool>(s: &Sha
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{group, Group, Shared, Simd};
+    use super::{group, ln_f32, Group, Shared, Simd};
 
     /// # Safety
     /// The CPU must support AVX-512F.
@@ -532,6 +528,13 @@ mod x86 {
             // "Not less than" is true for NaN, as `!(x < t)` is.
             V16(_mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_NLT_UQ>(self.0, t.0), self.0))
         }
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn ln(self) -> Self {
+            let mut a = [0.0f32; 16];
+            _mm512_storeu_ps(a.as_mut_ptr(), self.0);
+            V16(_mm512_loadu_ps(ln_f32(a).as_ptr()))
+        }
     }
 
     #[derive(Clone, Copy)]
@@ -585,6 +588,13 @@ mod x86 {
             // "Not less than" is true for NaN, as `!(x < t)` is.
             V8(_mm256_and_ps(self.0, _mm256_cmp_ps::<_CMP_NLT_UQ>(self.0, t.0)))
         }
+        #[inline]
+        #[target_feature(enable = "avx2")]
+        unsafe fn ln(self) -> Self {
+            let mut a = [0.0f32; 8];
+            _mm256_storeu_ps(a.as_mut_ptr(), self.0);
+            V8(_mm256_loadu_ps(ln_f32(a).as_ptr()))
+        }
     }
 }
 
@@ -607,6 +617,8 @@ trait Simd: Copy {
     unsafe fn max(self, o: Self) -> Self;
     /// `if self < t { 0 } else { self }`, lane-wise ([`zero_below`]).
     unsafe fn zero_below(self, t: Self) -> Self;
+    /// [`ln_f32`], lane-wise.
+    unsafe fn ln(self) -> Self;
 }
 
 /// `if x < t { 0 } else { x }`: the floors of [`super::kernels`].
@@ -633,7 +645,6 @@ unsafe fn group<V: Simd, const T: usize, const UPDATE: bool, const LOSS: bool>(s
     *g.loss = [0.0; LANES];
     let ratio = &mut g.ratio[..(n + T - 1) * V::S];
     ratio[n * V::S..].iter_mut().for_each(|x| *x = 0.0);
-    let (lnbuf, ybuf) = g.scratch.split_at_mut(n * LANES);
     let slices: &mut [Lanes; T] = g.slices.try_into().expect("cap");
     for o in (0..LANES).step_by(V::S) {
         let mut sums = [V::splat(0.0); T];
@@ -661,21 +672,10 @@ unsafe fn group<V: Simd, const T: usize, const UPDATE: bool, const LOSS: bool>(s
             for (acc, wi) in sums.iter_mut().zip(w.iter()) {
                 *acc = acc.add(*wi);
             }
-            model_numerator::<V, T, LOSS>(mb, &w, hp, o, ratio, g.numh, lnbuf, ybuf);
+            let loss = model_numerator::<V, T, LOSS>(mb, &w, hp, o, ratio, g.numh);
             if LOSS {
-                for x in lnbuf[..n * V::S].iter_mut() {
-                    *x = ln_f32::<1>([*x])[0];
-                }
-                let mut acc = V::splat(0.0);
-                for (t, mt) in mb.iter().enumerate() {
-                    let x = V::load(mt.as_ptr().add(o));
-                    let lr = V::load(lnbuf.as_ptr().add(t * V::S));
-                    let y = V::load(ybuf.as_ptr().add(t * V::S));
-                    // x = 0 gives exactly y (the log is finite).
-                    acc = acc.add(x.mul(lr).sub(x).add(y));
-                }
                 let mut lanes = [0.0f32; LANES];
-                acc.store(lanes.as_mut_ptr());
+                loss.store(lanes.as_mut_ptr());
                 for l in 0..V::S {
                     g.loss[o + l] += lanes[l] as f64;
                 }
@@ -741,7 +741,7 @@ unsafe fn accumulate_activation<V: Simd, const T: usize>(w: &[V; T], ratio: *con
 
 /// Frames between computing `R[t]` and using it for a numerator, so that
 /// the division's latency overlaps other work.
-const LAG: usize = 3;
+pub const LAG: usize = 6;
 
 /// The W numerators `Σ_t R[t] h[t−i]` of `V::S` bins, with
 /// `R = M / max(W * h, floor)` (left in `ratio`). One loop computes `R[t]`
@@ -774,9 +774,9 @@ unsafe fn template_numerator<V: Simd, const T: usize>(
 /// `R[t] = M[t] / max(W * h, floor)` for `V::S` bins into `ratio`
 /// (frame-major, `V::S` values per frame, zero past `N`), and the h
 /// numerators `Σ_i W[i] R[s + i]` added to lanes `o..o + V::S` of `numh[s]`
-/// [`LAG`] frames after their `τ` frames of `R` are known. With `LOSS`, also
-/// `max(R, f32::MIN_POSITIVE)` into `lnbuf` and the floored model into `ybuf`.
-#[allow(clippy::too_many_arguments)]
+/// [`LAG`] frames after their `τ` frames of `R` are known. With `LOSS`,
+/// returns the KL loss terms `M log R − M + y` (`y` the floored model;
+/// `M = 0` gives `y`) summed over the frames, per lane.
 #[inline(always)]
 unsafe fn model_numerator<V: Simd, const T: usize, const LOSS: bool>(
     m: &[Lanes],
@@ -785,21 +785,23 @@ unsafe fn model_numerator<V: Simd, const T: usize, const LOSS: bool>(
     o: usize,
     ratio: &mut [f32],
     numh: &mut [Lanes],
-    lnbuf: &mut [f32],
-    ybuf: &mut [f32],
-) {
+) -> V {
     let n = m.len();
     let floor = V::splat(MODEL_FLOOR as f32);
     let tiny = V::splat(f32::MIN_POSITIVE);
     let hp = hp.as_ptr();
-    let (rp, lp, yp) = (ratio.as_mut_ptr(), lnbuf.as_mut_ptr(), ybuf.as_mut_ptr());
+    let rp = ratio.as_mut_ptr();
     let np = (numh.as_mut_ptr() as *mut f32).add(o);
+    let mut loss = V::splat(0.0);
     for (t, mt) in m.iter().enumerate() {
-        let (r, y) = ratio_frame::<V, T>(mt.as_ptr().add(o), w, hp.add(t), floor);
+        let x = V::load(mt.as_ptr().add(o));
+        let y = model::<V, T>(w, hp.add(t)).max(floor);
+        let r = x.div(y);
         r.store(rp.add(t * V::S));
         if LOSS {
-            r.max(tiny).store(lp.add(t * V::S));
-            y.store(yp.add(t * V::S));
+            // The log is finite (R ≥ the smallest normal), so M = 0 gives y.
+            let lr = r.max(tiny).ln();
+            loss = loss.add(x.mul(lr).sub(x).add(y));
         }
         if t + 1 >= T + LAG {
             accumulate_activation::<V, T>(w, rp, np, t + 1 - T - LAG);
@@ -808,6 +810,7 @@ unsafe fn model_numerator<V: Simd, const T: usize, const LOSS: bool>(
     for s in (n + 1).saturating_sub(T + LAG)..n {
         accumulate_activation::<V, T>(w, rp, np, s);
     }
+    loss
 }
 
 /// Four lanes, no target features (SSE2 on x86-64, NEON elsewhere, as the
@@ -853,14 +856,31 @@ impl Simd for Portable {
     unsafe fn zero_below(self, t: Self) -> Self {
         Portable(std::array::from_fn(|l| zero_below(self.0[l], t.0[l])))
     }
+    #[inline(always)]
+    unsafe fn ln(self) -> Self {
+        Portable(ln_f32(self.0))
+    }
 }
 
 /// Natural logarithm of positive normal f32 values, lane by lane, without
 /// branches (so that it vectorises): the `logf` of Cephes (S. Moshier),
-/// `x = m·2^e` with `m ∈ [√½, √2)`, a degree-9 polynomial in `m − 1`;
-/// relative error about 1e-7.
+/// `x = m·2^e` with `m ∈ [√½, √2)` and a degree-8 polynomial in `u = m − 1`,
+/// here evaluated by Estrin's scheme (a shorter chain of dependent
+/// operations than Horner's); error about 1e-7 (relative, or absolute near
+/// `x = 1`).
 #[inline(always)]
 pub fn ln_f32<const S: usize>(x: [f32; S]) -> [f32; S] {
+    const C: [f32; 9] = [
+        7.037_683_6e-2,
+        -1.151_461_e-1,
+        1.167_699_9e-1,
+        -1.242_014_1e-1,
+        1.424_932_3e-1,
+        -1.666_805_8e-1,
+        2.000_071_4e-1,
+        -2.499_999_4e-1,
+        3.333_333e-1,
+    ];
     let mut out = [0.0f32; S];
     for l in 0..S {
         let bits = x[l].to_bits();
@@ -870,16 +890,14 @@ pub fn ln_f32<const S: usize>(x: [f32; S]) -> [f32; S] {
         let e = (if small { e - 1 } else { e }) as f32;
         let u = if small { m + m - 1.0 } else { m - 1.0 };
         let z = u * u;
-        let mut y = 7.037_683_6e-2f32;
-        y = y * u - 1.151_461_e-1;
-        y = y * u + 1.167_699_9e-1;
-        y = y * u - 1.242_014_1e-1;
-        y = y * u + 1.424_932_3e-1;
-        y = y * u - 1.666_805_8e-1;
-        y = y * u + 2.000_071_4e-1;
-        y = y * u - 2.499_999_4e-1;
-        y = y * u + 3.333_333e-1;
-        y = y * u * z;
+        let z2 = z * z;
+        // P(u) = Σ_k C[k] u^(8−k)
+        let q0 = C[7] * u + C[8];
+        let q1 = C[5] * u + C[6];
+        let q2 = C[3] * u + C[4];
+        let q3 = C[1] * u + C[2];
+        let p = (q1 * z + q0) + z2 * (q3 * z + q2) + (z2 * z2) * C[0];
+        let mut y = p * u * z;
         y += -2.121_944_4e-4 * e;
         y += -0.5 * z;
         out[l] = u + y + 0.693_359_4 * e;
@@ -977,6 +995,12 @@ mod tests {
             x *= 1.37;
         }
         assert!(worst < 2e-7, "{worst}");
+        // Near 1, where the loss terms cancel: absolute error.
+        for k in -20_000..20_000 {
+            let v = 1.0 + k as f32 * 2.5e-5;
+            let err = (ln_f32::<1>([v])[0] as f64 - (v as f64).ln()).abs();
+            assert!(err < 1e-7, "ln({v}) off by {err}");
+        }
         assert_eq!(ln_f32::<1>([1.0])[0], 0.0);
     }
 }
