@@ -48,9 +48,9 @@
 //!
 //! # Precision and determinism
 //!
-//! f32 arithmetic, with the sums over bins accumulated per lane in f32 over
-//! the blocks of a group and then in f64 (over lanes and groups, as are `λ`
-//! and the loss). Only multiplications, additions and divisions (no fused
+//! f32 arithmetic. Sums over bins are accumulated per lane in f32 over the
+//! blocks of a group, then in f64 over groups and lanes (`λ` likewise); the
+//! loss per lane in f32 over the frames of a block, then in f64. Only multiplications, additions and divisions (no fused
 //! multiply-add) in a fixed order, and each bin's arithmetic does not
 //! depend on the vector width, so the AVX-512, AVX2 and portable variants
 //! give bit-identical results. Bins are cut into fixed groups of
@@ -61,7 +61,7 @@
 //! The loss `Σ M log(M/y) − M + y` (`y = max(Λ, floor)`, as
 //! [`super::beta_divergence`] floors it) is evaluated in the second pass
 //! when asked for, from the ratio already in registers, with a vectorisable
-//! f32 logarithm ([`ln_f32`]); it costs about 60 % of a pass, so
+//! f32 logarithm ([`ln_f32`]); it costs about 65 % of a pass, so
 //! [`super::rank_one::LOSS_EVERY`] keeps it rare.
 
 use rayon::prelude::*;
@@ -94,7 +94,8 @@ pub enum Isa {
     Portable,
     /// AVX2: 8 lanes at a time.
     Avx2,
-    /// AVX-512F: 16 lanes at a time.
+    /// AVX-512F: 16 lanes at a time. Built only by Rust ≥ 1.89, where it
+    /// is stable (`build.rs`).
     Avx512,
 }
 
@@ -136,7 +137,6 @@ pub struct FusedRankOneKl {
     tau: usize,
     /// Compiled template length (≥ τ; frames τ.. of `w` stay zero).
     cap: usize,
-    blocks: usize,
     isa: Isa,
     parallel: bool,
     /// `M`, block by block, frame by frame: `m[b·N + t][l] = M[16b + l, t]`.
@@ -195,7 +195,6 @@ impl FusedRankOneKl {
             n,
             tau,
             cap,
-            blocks,
             isa: Isa::detect(),
             // Inside a rayon task (e.g. one of many notes learned in
             // parallel) the groups run in order on this thread; otherwise in
@@ -359,16 +358,6 @@ impl FusedRankOneKl {
         let lambda = self.slice_total.iter().sum();
         let loss = want_loss.then(|| self.losses.iter().map(|l| l.iter().sum::<f64>()).sum());
         (loss, lambda)
-    }
-
-    /// Frames N.
-    pub fn frames(&self) -> usize {
-        self.n
-    }
-
-    /// Blocks of 16 bins.
-    pub fn blocks(&self) -> usize {
-        self.blocks
     }
 }
 
