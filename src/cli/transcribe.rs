@@ -37,6 +37,10 @@ pub(super) struct TranscribeArgs {
     /// Compute in f64 (the reference path) instead of f32.
     #[arg(long)]
     exact: bool,
+    /// Recordings longer than this are fitted in chunks of this many seconds, with 2 s of
+    /// context on each side (memory stays bounded; notes are those of an unchunked fit).
+    #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
+    chunk_seconds: f64,
     /// Replace output files that exist.
     #[arg(long)]
     overwrite: bool,
@@ -97,6 +101,7 @@ pub(super) fn transcribe(a: TranscribeArgs) -> anyhow::Result<()> {
     if a.exact {
         transcriber.regression.precision = Precision::Exact;
     }
+    transcriber.chunking.chunk_frames = chunk_frames(a.chunk_seconds, transcriber.dictionary())?;
     transcriber.decode = DecodeOptions {
         channel: channel_selection(a.channel),
         offset_seconds: a.offset,
