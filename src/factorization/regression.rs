@@ -87,30 +87,19 @@ pub struct FastSettings {
     /// Sparse iterations (KL only): `None` updates every activation with
     /// dense products.
     pub sparse: Option<SparseSettings>,
-    /// Template entries below this fraction of their template's largest
-    /// entry are set to zero before fitting (0: none). The multiplicative
-    /// updates are then exactly those of the slightly sparser dictionary, and
-    /// the sparse kernel skips the blocks of bins that became all zero.
-    pub template_floor: f64,
 }
 
 impl FastSettings {
     /// The paper's iterations as they are, in f32: no extrapolation, no
     /// dormant activations.
     pub fn plain() -> Self {
-        FastSettings { extrapolate: false, init_plain: 0, conv_plain: 0, sparse: None, template_floor: 0.0 }
+        FastSettings { extrapolate: false, init_plain: 0, conv_plain: 0, sparse: None }
     }
 }
 
 impl Default for FastSettings {
     fn default() -> Self {
-        FastSettings {
-            extrapolate: true,
-            init_plain: 10,
-            conv_plain: 5,
-            sparse: Some(SparseSettings::default()),
-            template_floor: 0.0,
-        }
+        FastSettings { extrapolate: true, init_plain: 10, conv_plain: 5, sparse: Some(SparseSettings::default()) }
     }
 }
 
@@ -269,13 +258,6 @@ impl ConvolutiveRegression {
         mut h: Matrix<f32>,
     ) -> Result<(Matrix<f32>, FitInfo)> {
         let fast = &self.fast;
-        let floored;
-        let templates = if fast.template_floor > 0.0 {
-            floored = floor_relative(templates, fast.template_floor as f32);
-            &floored
-        } else {
-            templates
-        };
         let started = std::time::Instant::now();
         let mut info = FitInfo::default();
         let (f, n, k) = (m.rows as f64, m.cols as f64, templates.n_templates as f64);
@@ -321,18 +303,6 @@ impl ConvolutiveRegression {
         info.iteration_seconds = started.elapsed().as_secs_f64();
         finite(h, info)
     }
-}
-
-/// `templates` with the entries below `fraction` of their template's largest
-/// entry set to zero.
-fn floor_relative(templates: &ConvTemplates<f32>, fraction: f32) -> ConvTemplates<f32> {
-    let mut out = templates.clone();
-    let size = templates.n_bins * templates.tau;
-    for template in out.data.chunks_mut(size.max(1)) {
-        let threshold = fraction * template.iter().copied().fold(0.0, f32::max);
-        template.iter_mut().filter(|x| **x < threshold).for_each(|x| *x = 0.0);
-    }
-    out
 }
 
 /// The activations, unless some are not finite.

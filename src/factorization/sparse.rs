@@ -186,11 +186,6 @@ pub struct SparseCnmf {
     n_templates: usize,
     /// Chunk `c` of column `q·τ + i` at `offset(c) + (q·τ + i)·width(c)`.
     packed: Vec<f32>,
-    /// Whether chunk `c` of column `j` has a nonzero entry, at `c·τK + j`:
-    /// all-zero blocks (templates with their small entries dropped, see
-    /// [`FastSettings::template_floor`](super::FastSettings::template_floor))
-    /// are skipped, which changes no result.
-    nonzero: Vec<bool>,
     /// `Σ_f W[f, i, q]` at `q·τ + i`.
     slice_sums: Vec<f32>,
     /// `Σ_i Σ_f W[f, i, q]` for frames at least τ − 1 from the end.
@@ -218,14 +213,11 @@ impl SparseCnmf {
         let cols = tau * k;
         let n_chunks = f_len.div_ceil(CHUNK);
         let mut packed = Vec::with_capacity(n_chunks * CHUNK * cols);
-        let mut nonzero = Vec::with_capacity(n_chunks * cols);
         for c in 0..n_chunks {
             let (lo, real, width) = chunk_span(f_len, c);
             for j in 0..cols {
                 let col = &templates.data[j * f_len..(j + 1) * f_len];
-                let block = &col[lo..lo + real];
-                nonzero.push(block.iter().any(|&x| x >= floor));
-                packed.extend(block.iter().map(|&x| if x < floor { 0.0 } else { x }));
+                packed.extend(col[lo..lo + real].iter().map(|&x| if x < floor { 0.0 } else { x }));
                 packed.extend(std::iter::repeat_n(0.0, width - real));
             }
         }
@@ -239,16 +231,7 @@ impl SparseCnmf {
             .collect();
         let denominators =
             (0..k).map(|q| slice_sums[q * tau..(q + 1) * tau].iter().fold(0.0f32, |a, &b| a + b)).collect();
-        SparseCnmf {
-            n_bins: f_len,
-            tau,
-            n_templates: k,
-            packed,
-            nonzero,
-            slice_sums,
-            denominators,
-            simd: simd_available(),
-        }
+        SparseCnmf { n_bins: f_len, tau, n_templates: k, packed, slice_sums, denominators, simd: simd_available() }
     }
 
     /// Lays out `m` (F × N) chunk by chunk.
@@ -295,8 +278,7 @@ impl SparseCnmf {
                     let cols = tau * k;
                     let w = &self.packed[lo * cols..lo * cols + width * cols];
                     let mm = &m.data[lo * n..lo * n + width * n];
-                    let nonzero = &self.nonzero[c * cols..(c + 1) * cols];
-                    let chunk = Chunk { w, m: mm, width, real, nonzero, plan };
+                    let chunk = Chunk { w, m: mm, width, real, plan };
                     loss += chunk.run(&mut numer, &mut ring[..ring_frames(tau) * width], want_loss, self.simd);
                 }
                 (numer, loss)
@@ -526,8 +508,6 @@ struct Chunk<'a> {
     m: &'a [f32],
     width: usize,
     real: usize,
-    /// Whether column `q·τ + i` of this chunk has a nonzero entry.
-    nonzero: &'a [bool],
     plan: &'a Plan,
 }
 
@@ -572,9 +552,6 @@ impl Chunk<'_> {
         for p in 0..n.div_ceil(2) {
             acc.iter_mut().for_each(|a| a.iter_mut().for_each(|x| *x = 0.0));
             for e in &plan.model[plan.model_start[p]..plan.model_start[p + 1]] {
-                if !self.nonzero[e.col as usize] {
-                    continue;
-                }
                 let col = &self.w[e.col as usize * width..(e.col as usize + 1) * width];
                 for u in 0..width {
                     acc[0][u] += col[u] * e.first;
@@ -602,9 +579,6 @@ impl Chunk<'_> {
                     let q = e.note as usize;
                     let (mut sa, mut sb) = (0.0f32, 0.0f32);
                     for i in 0..tau.min(n - s) {
-                        if !self.nonzero[q * tau + i] {
-                            continue;
-                        }
                         let col = &self.w[(q * tau + i) * width..(q * tau + i + 1) * width];
                         let ra = &ring[((s + i) % rf) * width..((s + i) % rf + 1) * width];
                         let rb = if s + 1 + i < n {
@@ -663,9 +637,6 @@ mod avx {
         for p in 0..pairs {
             let mut acc = [[_mm256_setzero_ps(); NV]; 2];
             for e in &plan.model[plan.model_start[p]..plan.model_start[p + 1]] {
-                if !*c.nonzero.get_unchecked(e.col as usize) {
-                    continue;
-                }
                 let wp = w.add(e.col as usize * width);
                 let (va, vb) = (_mm256_set1_ps(e.first), _mm256_set1_ps(e.second));
                 for u in 0..NV {
@@ -720,17 +691,9 @@ mod avx {
         }
         let w = c.w.as_ptr();
         for e in &plan.numer[plan.numer_start[p]..plan.numer_start[p + 1]] {
-            let q = e.note as usize;
-            let nz = c.nonzero.get_unchecked(q * tau..(q + 1) * tau);
-            if !nz.iter().any(|&x| x) {
-                continue;
-            }
-            let wq = w.add(q * tau * width);
+            let wq = w.add(e.note as usize * tau * width);
             let mut acc = [[_mm256_setzero_ps(); NV]; 2];
             for i in 0..shifts {
-                if !*nz.get_unchecked(i) {
-                    continue;
-                }
                 let wp = wq.add(i * width);
                 let (pa, pb) = (ra[i], rb[i]);
                 for u in 0..NV {
@@ -806,36 +769,20 @@ mod tests {
             (64, 10, 2, 5),
         ] {
             let (m, w, h0) = random_problem(f, tau, k, n, (f * 1000 + n) as u64);
-            check_against_reference(&m, &w, &h0);
-            // Templates with whole blocks of bins at zero, which the kernel
-            // skips: every other chunk of every third column.
-            let mut w = w;
-            for j in (0..tau * k).step_by(3) {
-                for (b, x) in w.data[j * f..(j + 1) * f].iter_mut().enumerate() {
-                    if (b / CHUNK) % 2 == 1 || f < CHUNK {
-                        *x = 0.0;
-                    }
-                }
+            let mut h_ref = h0.clone();
+            let loss_ref = reference::loss(&m, &w, &h_ref, Beta::KL);
+            reference::update_activations(&m, &w, &mut h_ref, Beta::KL);
+            for simd in [false, true] {
+                let mut kernel = SparseCnmf::new(&w.map(|x| x as f32));
+                kernel.simd &= simd;
+                let packed = kernel.pack(&m.map(|x| x as f32));
+                let mut h = SparseActivations::from_dense(&h0.map(|x| x as f32));
+                let stats = kernel.update(&packed, &mut h, 0.0, true);
+                let h_fast: Vec<f64> = h.to_dense().data.iter().map(|&x| x as f64).collect();
+                assert!(max_rel_diff(&h_fast, &h_ref.data) < 1e-4, "{f} {tau} {k} {n} simd={simd}");
+                let loss = stats.loss_before.unwrap();
+                assert!((loss - loss_ref).abs() <= 1e-5 * loss_ref, "{loss} vs {loss_ref}");
             }
-            check_against_reference(&m, &w, &h0);
-        }
-    }
-
-    fn check_against_reference(m: &Matrix<f64>, w: &ConvTemplates<f64>, h0: &Matrix<f64>) {
-        let (f, tau, k, n) = (w.n_bins, w.tau, w.n_templates, m.cols);
-        let mut h_ref = h0.clone();
-        let loss_ref = reference::loss(m, w, &h_ref, Beta::KL);
-        reference::update_activations(m, w, &mut h_ref, Beta::KL);
-        for simd in [false, true] {
-            let mut kernel = SparseCnmf::new(&w.map(|x| x as f32));
-            kernel.simd &= simd;
-            let packed = kernel.pack(&m.map(|x| x as f32));
-            let mut h = SparseActivations::from_dense(&h0.map(|x| x as f32));
-            let stats = kernel.update(&packed, &mut h, 0.0, true);
-            let h_fast: Vec<f64> = h.to_dense().data.iter().map(|&x| x as f64).collect();
-            assert!(max_rel_diff(&h_fast, &h_ref.data) < 1e-4, "{f} {tau} {k} {n} simd={simd}");
-            let loss = stats.loss_before.unwrap();
-            assert!((loss - loss_ref).abs() <= 1e-5 * loss_ref, "{loss} vs {loss_ref}");
         }
     }
 
