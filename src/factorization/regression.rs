@@ -367,7 +367,6 @@ impl ConvolutiveRegression {
                 want_loss: self.track_loss,
             };
             let stats = kernel.step(packed, sh, &step);
-            if std::env::var_os("SSCNMF_PROBE").is_some() {
                 eprintln!("it {it} full {full} double {double} nnz {} gflop {:.2}", stats.nnz, stats.flops / 1e9);
             }
             info.flops += stats.flops;
