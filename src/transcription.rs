@@ -301,8 +301,15 @@ impl Transcriber {
     /// [`transcribe_samples`](Self::transcribe_samples) on the decoded
     /// samples.
     pub fn transcribe_file(&self, path: &Path) -> Result<Transcription> {
+        self.transcribe_file_with_progress(path, &|_| {})
+    }
+
+    /// [`transcribe_file`](Self::transcribe_file), calling `progress` with
+    /// the seconds of audio fitted so far after each chunk.
+    pub fn transcribe_file_with_progress(&self, path: &Path, progress: &dyn Fn(f64)) -> Result<Transcription> {
         let started = std::time::Instant::now();
         let mut fit = ChunkedFit::new(self)?;
+        fit.progress = Some(progress);
         let info =
             stream_audio(path, &self.decode, self.dictionary.params.stft.sample_rate, &mut |block| fit.push(block))?;
         let (values, mut times) = fit.finish().map_err(|e| e.with_path(path))?;
@@ -362,6 +369,8 @@ struct ChunkedFit<'a> {
     /// Activations of the frames fitted so far, K × frames, column-major.
     values: Vec<f64>,
     times: StageTimes,
+    /// Called with the seconds fitted after each chunk.
+    progress: Option<&'a dyn Fn(f64)>,
 }
 
 impl<'a> ChunkedFit<'a> {
@@ -376,6 +385,7 @@ impl<'a> ChunkedFit<'a> {
             next_chunk: 0,
             values: Vec::new(),
             times: StageTimes::default(),
+            progress: None,
         })
     }
 
@@ -430,6 +440,9 @@ impl<'a> ChunkedFit<'a> {
         self.times.iterations += info.iteration_seconds;
         self.times.flops += info.flops;
         self.values.extend_from_slice(&h.data[(keep - first) * h.rows..(keep_end - first) * h.rows]);
+        if let Some(progress) = self.progress {
+            progress(keep_end as f64 * t.hop_seconds());
+        }
         Ok(())
     }
 

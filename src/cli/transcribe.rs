@@ -131,7 +131,25 @@ pub(super) fn transcribe(a: TranscribeArgs) -> anyhow::Result<()> {
     let mut audio_seconds = 0.0;
     let mut last_error = None;
     for (input, outs) in &plans {
-        let result = transcriber.transcribe_file(input).and_then(|t| {
+        // One file: a spinner counting the seconds of audio done (long
+        // recordings are fitted chunk by chunk).
+        let spinner = (plans.len() == 1 && !a.quiet && !a.json).then(|| {
+            let s = ProgressBar::new_spinner();
+            s.set_style(ProgressStyle::with_template("{spinner} {msg} [{elapsed}]").expect("valid template"));
+            s.set_message(format!("{}: starting", input.display()));
+            s.enable_steady_tick(std::time::Duration::from_millis(200));
+            s
+        });
+        let on_progress = |seconds: f64| {
+            if let Some(s) = &spinner {
+                s.set_message(format!("{}: {:.0} s of audio transcribed", input.display(), seconds));
+            }
+        };
+        let result = transcriber.transcribe_file_with_progress(input, &on_progress);
+        if let Some(s) = &spinner {
+            s.finish_and_clear();
+        }
+        let result = result.and_then(|t| {
             for (path, format) in outs {
                 write_notes(path, &t.notes, *format)?;
             }

@@ -367,8 +367,6 @@ impl ConvolutiveRegression {
                 want_loss: self.track_loss,
             };
             let stats = kernel.step(packed, sh, &step);
-                eprintln!("it {it} full {full} double {double} nnz {} gflop {:.2}", stats.nnz, stats.flops / 1e9);
-            }
             info.flops += stats.flops;
             info.loss_history.extend(stats.loss_before);
             if it >= settings.after {
