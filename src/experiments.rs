@@ -192,6 +192,13 @@ pub struct SongResult {
     /// With [`ExperimentConfig::compare_exact`]: whether the fast and the
     /// reference path give the same notes at the default δ.
     pub identical_notes_at_default: Option<bool>,
+    /// With [`ExperimentConfig::compare_exact`]: the notes at the default δ
+    /// whose (pitch, onset) is found by only one of the two paths (a note
+    /// moved by a frame counts twice).
+    pub notes_on_one_path_at_default: Option<usize>,
+    /// With [`ExperimentConfig::compare_exact`]: the reference path's notes
+    /// at the default δ (0 otherwise).
+    pub reference_notes_at_default: usize,
 }
 
 /// All songs of one (training piano, test piano, τ).
@@ -233,6 +240,13 @@ pub struct ExactComparison {
     pub songwise: Point,
     /// Songs whose notes at the default δ are the same on both paths.
     pub identical_songs: usize,
+    /// Songs whose notes at the default δ have the same pitches and onsets
+    /// on both paths (velocities or offsets may differ).
+    pub same_onsets_songs: usize,
+    /// Notes at the default δ found by one path only, over all songs.
+    pub notes_on_one_path: usize,
+    /// Notes of the reference path at the default δ, over all songs.
+    pub reference_notes: usize,
 }
 
 /// The whole experiment.
@@ -284,6 +298,9 @@ impl Condition {
                     global: mean_point(&songs.iter().map(|s| s.exact_onset[exact_index]).collect::<Vec<_>>()),
                     songwise: songwise_point(&songs, |s| &s.exact_onset),
                     identical_songs: songs.iter().filter(|s| s.identical_notes_at_default == Some(true)).count(),
+                    same_onsets_songs: songs.iter().filter(|s| s.notes_on_one_path_at_default == Some(0)).count(),
+                    notes_on_one_path: songs.iter().filter_map(|s| s.notes_on_one_path_at_default).sum(),
+                    reference_notes: songs.iter().map(|s| s.reference_notes_at_default).sum(),
                 }
             });
         let n_grid = grid.len();
@@ -304,6 +321,11 @@ impl Condition {
             exact,
         }
     }
+}
+
+/// The notes of `a` with no note of `b` at the same pitch and onset.
+fn only_in(a: &[Note], b: &[Note]) -> usize {
+    a.iter().filter(|x| !b.iter().any(|y| y.pitch == x.pitch && (y.onset - x.onset).abs() < 1e-9)).count()
 }
 
 /// The grid index with the best mean F over `songs` (ties: the smaller δ).
@@ -557,12 +579,17 @@ pub fn run_experiment(config: &ExperimentConfig, progress: impl Fn(usize, usize,
                     };
                     let (onset, onset_offset_f) = sweep(&activations);
                     let (mut exact_onset, mut identical_notes_at_default) = (Vec::new(), None);
+                    let (mut notes_on_one_path_at_default, mut reference_notes_at_default) = (None, 0);
                     if let Some(exact) = &exact_transcriber {
                         let exact_activations = cached_activations(exact, &song.audio, cache)?;
                         exact_onset = sweep(&exact_activations).0;
                         let detector = OnsetDetector { scale: config.scale, ..Default::default() };
-                        identical_notes_at_default =
-                            Some(detector.detect(&activations) == detector.detect(&exact_activations));
+                        let (fast_notes, exact_notes) =
+                            (detector.detect(&activations), detector.detect(&exact_activations));
+                        identical_notes_at_default = Some(fast_notes == exact_notes);
+                        notes_on_one_path_at_default =
+                            Some(only_in(&fast_notes, &exact_notes) + only_in(&exact_notes, &fast_notes));
+                        reference_notes_at_default = exact_notes.len();
                     }
                     songs.push(SongResult {
                         song: song.id.clone(),
@@ -572,6 +599,8 @@ pub fn run_experiment(config: &ExperimentConfig, progress: impl Fn(usize, usize,
                         seconds,
                         exact_onset,
                         identical_notes_at_default,
+                        notes_on_one_path_at_default,
+                        reference_notes_at_default,
                     });
                     done += 1;
                 }
@@ -643,11 +672,11 @@ impl Report {
                 "\nFast path (f32, sparse, extrapolated) against the reference path (f64, dense, the paper's \
                  iterations as they are), onset F1 (%):\n\n",
             );
-            s.push_str("| templates | songs | τ | fast global (δ) | reference global (δ) | fast songwise | reference songwise | songs with identical notes at the default δ |\n|---|---|---|---|---|---|---|---|\n");
+            s.push_str("| templates | songs | τ | fast global (δ) | reference global (δ) | fast songwise | reference songwise | songs with identical notes at the default δ | same pitches and onsets | notes on one path only |\n|---|---|---|---|---|---|---|---|---|---|\n");
             for c in &self.conditions {
                 let Some(x) = &c.exact else { continue };
                 s.push_str(&format!(
-                    "| {} | {} | {} | {:.2} ({:.2}) | {:.2} ({:.2}) | {:.2} | {:.2} | {} of {} |\n",
+                    "| {} | {} | {} | {:.2} ({:.2}) | {:.2} ({:.2}) | {:.2} | {:.2} | {} of {} | {} of {} | {} of {} |\n",
                     c.train_piano,
                     c.test_piano,
                     c.tau,
@@ -658,7 +687,11 @@ impl Report {
                     100.0 * c.songwise.f_measure,
                     100.0 * x.songwise.f_measure,
                     x.identical_songs,
-                    c.songs.len()
+                    c.songs.len(),
+                    x.same_onsets_songs,
+                    c.songs.len(),
+                    x.notes_on_one_path,
+                    x.reference_notes
                 ));
             }
         }
@@ -717,6 +750,8 @@ mod tests {
             seconds: 0.0,
             exact_onset: Vec::new(),
             identical_notes_at_default: None,
+            notes_on_one_path_at_default: None,
+            reference_notes_at_default: 0,
         };
         // Song A peaks at δ index 0, song B at index 2; the mean peaks at index 1.
         let songs = vec![song(&[0.9, 0.8, 0.1]), song(&[0.1, 0.7, 0.8])];
