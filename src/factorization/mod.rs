@@ -35,7 +35,7 @@
 //! (β = 1) `P = 1`, so the H denominator is a constant per note (cut by the
 //! border in the last τ−1 frames). Each update never increases the loss.
 //!
-//! # Two paths
+//! # Paths
 //!
 //! - [`reference`]: plain f64 loops, written to be obviously correct; used by
 //!   the tests to check everything else.
@@ -45,6 +45,8 @@
 //!   H numerator is `W_stackᵀ · R` summed along the shifts. Products are cut
 //!   into fixed blocks of columns (or rows) that do not depend on the number
 //!   of threads, so results are bit-identical whatever `RAYON_NUM_THREADS`.
+//! - [`rank_one_kl`]: template learning's fast path, the rank-one KL updates
+//!   fused into one pass over the bins per iteration (f32, SIMD).
 //!
 //! References: D. D. Lee & H. S. Seung, "Algorithms for non-negative matrix
 //! factorization", NIPS 2001. P. Smaragdis, "Non-negative matrix factor
@@ -55,6 +57,7 @@
 
 pub mod kernels;
 pub mod rank_one;
+pub mod rank_one_kl;
 pub mod reference;
 pub mod regression;
 pub mod sparse;
