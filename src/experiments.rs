@@ -471,7 +471,9 @@ fn write_activations(a: &Activations, key: &str) -> Result<Vec<u8>> {
     ]
     .into_iter()
     .collect();
-    serialize([("activations", view)], &Some(meta)).map_err(|e| Error::internal(format!("activations: {e}")))
+    let bytes =
+        serialize([("activations", view)], &Some(meta)).map_err(|e| Error::internal(format!("activations: {e}")))?;
+    crate::files::canonical_safetensors(bytes)
 }
 
 fn read_activations(bytes: &[u8], key: &str) -> Option<Activations> {
