@@ -24,7 +24,7 @@ use crate::evaluation::{evaluate, match_notes, MatchParams};
 use crate::factorization::{Precision, RankOneCnmf};
 use crate::notes::{read_notes, Note};
 use crate::templates::{discover_maps_notes, is_audio_file, TemplateDictionary, TemplateLearner};
-use crate::transcription::{ActivationScale, OnsetDetector, Transcriber};
+use crate::transcription::{ActivationScale, Activations, OnsetDetector, Transcriber};
 use crate::{Error, Result};
 
 /// A grid of thresholds `start:step:stop` (inclusive), or a comma list.
@@ -153,6 +153,11 @@ pub struct ExperimentConfig {
     pub command_line: String,
     /// Folder where learned templates are kept and reused (`None`: none).
     pub cache: Option<PathBuf>,
+    /// Also run the reference path (f64, dense, the paper's iterations as
+    /// they are) on every song and report how the fast path compares: F at
+    /// the global and songwise δ, and the songs whose notes at the default δ
+    /// are identical. Its activations are cached like the fast path's.
+    pub compare_exact: bool,
 }
 
 /// Scores of one song at one δ.
@@ -181,6 +186,19 @@ pub struct SongResult {
     pub onset_offset_f: Vec<f64>,
     /// Seconds to transcribe it (decode to activations).
     pub seconds: f64,
+    /// With [`ExperimentConfig::compare_exact`]: the reference path's points
+    /// on the same grid (empty otherwise).
+    pub exact_onset: Vec<Point>,
+    /// With [`ExperimentConfig::compare_exact`]: whether the fast and the
+    /// reference path give the same notes at the default δ.
+    pub identical_notes_at_default: Option<bool>,
+    /// With [`ExperimentConfig::compare_exact`]: the notes at the default δ
+    /// whose (pitch, onset) is found by only one of the two paths (a note
+    /// moved by a frame counts twice).
+    pub notes_on_one_path_at_default: Option<usize>,
+    /// With [`ExperimentConfig::compare_exact`]: the reference path's notes
+    /// at the default δ (0 otherwise).
+    pub reference_notes_at_default: usize,
 }
 
 /// All songs of one (training piano, test piano, τ).
@@ -206,6 +224,29 @@ pub struct Condition {
     pub at_default: Point,
     /// Seconds to learn the templates (0 when reused).
     pub learn_seconds: f64,
+    /// With [`ExperimentConfig::compare_exact`]: the reference path at its
+    /// own global δ and songwise.
+    pub exact: Option<ExactComparison>,
+}
+
+/// The fast path against the reference path on one condition.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct ExactComparison {
+    /// Index of the reference path's global δ in the grid.
+    pub global_index: usize,
+    /// The reference path at its global δ.
+    pub global: Point,
+    /// The reference path at each song's best δ.
+    pub songwise: Point,
+    /// Songs whose notes at the default δ are the same on both paths.
+    pub identical_songs: usize,
+    /// Songs whose notes at the default δ have the same pitches and onsets
+    /// on both paths (velocities or offsets may differ).
+    pub same_onsets_songs: usize,
+    /// Notes at the default δ found by one path only, over all songs.
+    pub notes_on_one_path: usize,
+    /// Notes of the reference path at the default δ, over all songs.
+    pub reference_notes: usize,
 }
 
 /// The whole experiment.
@@ -247,15 +288,22 @@ impl Condition {
         default: f64,
         learn_seconds: f64,
     ) -> Self {
-        let n_grid = grid.len();
-        let mean_f = |i: usize| songs.iter().map(|s| s.onset[i].f_measure).sum::<f64>() / songs.len().max(1) as f64;
-        // Best mean F; ties go to the smaller δ.
-        let global_index = (0..n_grid).fold(0, |best, i| if mean_f(i) > mean_f(best) + 1e-12 { i } else { best });
+        let global_index = best_global_index(&songs, grid.len(), |s| &s.onset);
         let at = |i: usize| mean_point(&songs.iter().map(|s| s.onset[i]).collect::<Vec<_>>());
-        let best_per_song: Vec<Point> = songs
-            .iter()
-            .map(|s| *s.onset.iter().fold(&s.onset[0], |b, p| if p.f_measure > b.f_measure + 1e-12 { p } else { b }))
-            .collect();
+        let exact = (!songs.is_empty() && songs.iter().all(|s| s.exact_onset.len() == grid.len() && !grid.is_empty()))
+            .then(|| {
+                let exact_index = best_global_index(&songs, grid.len(), |s| &s.exact_onset);
+                ExactComparison {
+                    global_index: exact_index,
+                    global: mean_point(&songs.iter().map(|s| s.exact_onset[exact_index]).collect::<Vec<_>>()),
+                    songwise: songwise_point(&songs, |s| &s.exact_onset),
+                    identical_songs: songs.iter().filter(|s| s.identical_notes_at_default == Some(true)).count(),
+                    same_onsets_songs: songs.iter().filter(|s| s.notes_on_one_path_at_default == Some(0)).count(),
+                    notes_on_one_path: songs.iter().filter_map(|s| s.notes_on_one_path_at_default).sum(),
+                    reference_notes: songs.iter().map(|s| s.reference_notes_at_default).sum(),
+                }
+            });
+        let n_grid = grid.len();
         let default_index =
             (0..n_grid).min_by(|&a, &b| (grid[a] - default).abs().total_cmp(&(grid[b] - default).abs())).unwrap_or(0);
         Condition {
@@ -266,12 +314,36 @@ impl Condition {
             global: at(global_index),
             global_onset_offset_f: songs.iter().map(|s| s.onset_offset_f[global_index]).sum::<f64>()
                 / songs.len().max(1) as f64,
-            songwise: mean_point(&best_per_song),
+            songwise: songwise_point(&songs, |s| &s.onset),
             at_default: at(default_index),
             songs,
             learn_seconds,
+            exact,
         }
     }
+}
+
+/// The notes of `a` with no note of `b` at the same pitch and onset.
+fn only_in(a: &[Note], b: &[Note]) -> usize {
+    a.iter().filter(|x| !b.iter().any(|y| y.pitch == x.pitch && (y.onset - x.onset).abs() < 1e-9)).count()
+}
+
+/// The grid index with the best mean F over `songs` (ties: the smaller δ).
+fn best_global_index(songs: &[SongResult], n_grid: usize, points: impl Fn(&SongResult) -> &[Point]) -> usize {
+    let mean_f = |i: usize| songs.iter().map(|s| points(s)[i].f_measure).sum::<f64>() / songs.len().max(1) as f64;
+    (0..n_grid).fold(0, |best, i| if mean_f(i) > mean_f(best) + 1e-12 { i } else { best })
+}
+
+/// The mean over `songs` of each song's best point (ties: the smaller δ).
+fn songwise_point(songs: &[SongResult], points: impl Fn(&SongResult) -> &[Point]) -> Point {
+    let best: Vec<Point> = songs
+        .iter()
+        .map(|s| {
+            let p = points(s);
+            *p.iter().fold(&p[0], |b, x| if x.f_measure > b.f_measure + 1e-12 { x } else { b })
+        })
+        .collect();
+    mean_point(&best)
 }
 
 /// The reference notes of the first `duration` seconds: onsets before it,
@@ -331,6 +403,102 @@ pub fn learn_or_load(piano: &Piano, tau: usize, cache: Option<&Path>) -> Result<
     Ok((dictionary, started.elapsed().as_secs_f64()))
 }
 
+/// FNV-1a, 64 bits: a stable digest for cache keys (std's hasher may change
+/// between Rust releases; this is five lines and needs no crate).
+fn fnv1a(bytes: &[u8], mut hash: u64) -> u64 {
+    for &b in bytes {
+        hash = (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01B3);
+    }
+    hash
+}
+
+const FNV_OFFSET: u64 = 0xCBF2_9CE4_8422_2325;
+
+/// Everything that shapes a song's activations, as text: the audio file
+/// (path, size, modification time), the decoding, the regression settings,
+/// a digest of the templates and the tool's version.
+fn activation_key(transcriber: &Transcriber, audio: &Path) -> Result<String> {
+    let meta = std::fs::metadata(audio).map_err(|e| Error::io(audio, e))?;
+    let modified = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+    let d = transcriber.dictionary();
+    let bytes: Vec<u8> = d.templates.data.iter().flat_map(|x| x.to_le_bytes()).collect();
+    let digest = fnv1a(&d.pitches, fnv1a(&bytes, FNV_OFFSET));
+    Ok(format!(
+        "audio={} size={} modified={:?} decode={:?} chunking={:?} regression={:?} stft={:?} templates={digest:016x} version={}",
+        audio.display(),
+        meta.len(),
+        modified,
+        transcriber.decode,
+        transcriber.chunking,
+        transcriber.regression,
+        d.params.stft,
+        env!("CARGO_PKG_VERSION")
+    ))
+}
+
+/// The activations of `audio`, from `cache` (a folder) when an entry made
+/// with exactly the same key is there, else computed and stored there. An
+/// entry is written atomically, so an interrupted run never leaves one
+/// half-written; an entry that does not parse or whose key differs is
+/// recomputed.
+pub fn cached_activations(transcriber: &Transcriber, audio: &Path, cache: Option<&Path>) -> Result<Activations> {
+    let Some(dir) = cache else {
+        return Ok(transcriber.transcribe_file(audio)?.activations);
+    };
+    let key = activation_key(transcriber, audio)?;
+    let path = dir.join("activations").join(format!("{:016x}.safetensors", fnv1a(key.as_bytes(), FNV_OFFSET)));
+    if let Some(hit) = std::fs::read(&path).ok().and_then(|bytes| read_activations(&bytes, &key)) {
+        return Ok(hit);
+    }
+    let activations = transcriber.transcribe_file(audio)?.activations;
+    let folder = path.parent().expect("in a folder");
+    std::fs::create_dir_all(folder).map_err(|e| Error::io(folder, e))?;
+    crate::files::write_atomically(&path, &write_activations(&activations, &key)?)?;
+    Ok(activations)
+}
+
+fn write_activations(a: &Activations, key: &str) -> Result<Vec<u8>> {
+    use safetensors::tensor::{serialize, Dtype, TensorView};
+    let bytes: Vec<u8> = a.values.data.iter().flat_map(|x| x.to_le_bytes()).collect();
+    // Column-major K × N is row-major N × K.
+    let view = TensorView::new(Dtype::F64, vec![a.values.cols, a.values.rows], &bytes)
+        .map_err(|e| Error::internal(format!("activations tensor: {e}")))?;
+    let meta: std::collections::HashMap<String, String> = [
+        ("key".to_string(), key.to_string()),
+        ("pitches".to_string(), serde_json::to_string(&a.pitches).expect("integers")),
+        ("hop_seconds".to_string(), format!("{:e}", a.hop_seconds)),
+        ("start_seconds".to_string(), format!("{:e}", a.start_seconds)),
+    ]
+    .into_iter()
+    .collect();
+    let bytes =
+        serialize([("activations", view)], &Some(meta)).map_err(|e| Error::internal(format!("activations: {e}")))?;
+    crate::files::canonical_safetensors(bytes)
+}
+
+fn read_activations(bytes: &[u8], key: &str) -> Option<Activations> {
+    let (_, meta) = safetensors::SafeTensors::read_metadata(bytes).ok()?;
+    let meta = meta.metadata().as_ref()?;
+    if meta.get("key").map(String::as_str) != Some(key) {
+        return None;
+    }
+    let pitches: Vec<u8> = serde_json::from_str(meta.get("pitches")?).ok()?;
+    let hop_seconds: f64 = meta.get("hop_seconds")?.parse().ok()?;
+    let start_seconds: f64 = meta.get("start_seconds")?.parse().ok()?;
+    let tensors = safetensors::SafeTensors::deserialize(bytes).ok()?;
+    let view = tensors.tensor("activations").ok()?;
+    let (&[cols, rows], safetensors::Dtype::F64) = (view.shape(), view.dtype()) else {
+        return None;
+    };
+    if rows != pitches.len() {
+        return None;
+    }
+    let data: Vec<f64> =
+        view.data().chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes"))).collect();
+    let values = crate::factorization::Matrix::from_column_major(rows, cols, data).ok()?;
+    Some(Activations { values, pitches, hop_seconds, start_seconds })
+}
+
 /// Runs the experiment, calling `progress(done, total, what)` as it goes.
 pub fn run_experiment(config: &ExperimentConfig, progress: impl Fn(usize, usize, &str)) -> Result<Report> {
     let all = discover_maps_dataset(&config.dataset)?;
@@ -382,6 +550,11 @@ pub fn run_experiment(config: &ExperimentConfig, progress: impl Fn(usize, usize,
             transcriber.regression.precision = config.precision;
             transcriber.decode =
                 DecodeOptions { duration_seconds: Some(config.duration_seconds), ..Default::default() };
+            let exact_transcriber = config.compare_exact.then(|| {
+                let mut exact = transcriber.clone();
+                exact.regression.precision = Precision::Exact;
+                exact
+            });
             for test in &tests {
                 if config.matched_only && train.name != test.name {
                     continue;
@@ -390,16 +563,35 @@ pub fn run_experiment(config: &ExperimentConfig, progress: impl Fn(usize, usize,
                 for song in test.songs.iter().take(limit(test)) {
                     progress(done, total, &format!("{}→{} {}", train.name, test.name, song.id));
                     let reference = reference_excerpt(&read_notes(&song.reference)?, config.duration_seconds);
+                    let cache = config.cache.as_deref();
                     let started = Instant::now();
-                    let transcription = transcriber.transcribe_file(&song.audio)?;
+                    let activations = cached_activations(&transcriber, &song.audio, cache)?;
                     let seconds = started.elapsed().as_secs_f64();
-                    let mut onset = Vec::with_capacity(grid.len());
-                    let mut onset_offset_f = Vec::with_capacity(grid.len());
-                    for &delta in grid {
-                        let detector = OnsetDetector { threshold: delta, scale: config.scale, ..Default::default() };
-                        let estimate = detector.detect(&transcription.activations);
-                        onset.push(onset_point(&reference, &estimate));
-                        onset_offset_f.push(evaluate(&reference, &estimate, 0.05, 0.2).onset_offset.f_measure);
+                    let sweep = |activations: &Activations| {
+                        let mut onset = Vec::with_capacity(grid.len());
+                        let mut onset_offset_f = Vec::with_capacity(grid.len());
+                        for &delta in grid {
+                            let detector =
+                                OnsetDetector { threshold: delta, scale: config.scale, ..Default::default() };
+                            let estimate = detector.detect(activations);
+                            onset.push(onset_point(&reference, &estimate));
+                            onset_offset_f.push(evaluate(&reference, &estimate, 0.05, 0.2).onset_offset.f_measure);
+                        }
+                        (onset, onset_offset_f)
+                    };
+                    let (onset, onset_offset_f) = sweep(&activations);
+                    let (mut exact_onset, mut identical_notes_at_default) = (Vec::new(), None);
+                    let (mut notes_on_one_path_at_default, mut reference_notes_at_default) = (None, 0);
+                    if let Some(exact) = &exact_transcriber {
+                        let exact_activations = cached_activations(exact, &song.audio, cache)?;
+                        exact_onset = sweep(&exact_activations).0;
+                        let detector = OnsetDetector { scale: config.scale, ..Default::default() };
+                        let (fast_notes, exact_notes) =
+                            (detector.detect(&activations), detector.detect(&exact_activations));
+                        identical_notes_at_default = Some(fast_notes == exact_notes);
+                        notes_on_one_path_at_default =
+                            Some(only_in(&fast_notes, &exact_notes) + only_in(&exact_notes, &fast_notes));
+                        reference_notes_at_default = exact_notes.len();
                     }
                     songs.push(SongResult {
                         song: song.id.clone(),
@@ -407,6 +599,10 @@ pub fn run_experiment(config: &ExperimentConfig, progress: impl Fn(usize, usize,
                         onset,
                         onset_offset_f,
                         seconds,
+                        exact_onset,
+                        identical_notes_at_default,
+                        notes_on_one_path_at_default,
+                        reference_notes_at_default,
                     });
                     done += 1;
                 }
@@ -473,6 +669,34 @@ impl Report {
                 per_song
             ));
         }
+        if self.conditions.iter().any(|c| c.exact.is_some()) {
+            s.push_str(
+                "\nFast path (f32, sparse, extrapolated) against the reference path (f64, dense, the paper's \
+                 iterations as they are), onset F1 (%):\n\n",
+            );
+            s.push_str("| templates | songs | τ | fast global (δ) | reference global (δ) | fast songwise | reference songwise | songs with identical notes at the default δ | same pitches and onsets | notes on one path only |\n|---|---|---|---|---|---|---|---|---|---|\n");
+            for c in &self.conditions {
+                let Some(x) = &c.exact else { continue };
+                s.push_str(&format!(
+                    "| {} | {} | {} | {:.2} ({:.2}) | {:.2} ({:.2}) | {:.2} | {:.2} | {} of {} | {} of {} | {} of {} |\n",
+                    c.train_piano,
+                    c.test_piano,
+                    c.tau,
+                    100.0 * c.global.f_measure,
+                    self.thresholds[c.global_index],
+                    100.0 * x.global.f_measure,
+                    self.thresholds[x.global_index],
+                    100.0 * c.songwise.f_measure,
+                    100.0 * x.songwise.f_measure,
+                    x.identical_songs,
+                    c.songs.len(),
+                    x.same_onsets_songs,
+                    c.songs.len(),
+                    x.notes_on_one_path,
+                    x.reference_notes
+                ));
+            }
+        }
         s.push_str("\nPer song (onset F1 at the condition's global δ / at the song's best δ):\n\n");
         s.push_str("| templates | songs | τ | song | notes | F1 global | F1 best | best δ |\n|---|---|---|---|---|---|---|---|\n");
         for c in &self.conditions {
@@ -526,6 +750,10 @@ mod tests {
             onset: fs.iter().map(|&f| p(f)).collect(),
             onset_offset_f: vec![0.0; fs.len()],
             seconds: 0.0,
+            exact_onset: Vec::new(),
+            identical_notes_at_default: None,
+            notes_on_one_path_at_default: None,
+            reference_notes_at_default: 0,
         };
         // Song A peaks at δ index 0, song B at index 2; the mean peaks at index 1.
         let songs = vec![song(&[0.9, 0.8, 0.1]), song(&[0.1, 0.7, 0.8])];
@@ -534,5 +762,20 @@ mod tests {
         assert!((c.global.f_measure - 0.75).abs() < 1e-12);
         assert!((c.songwise.f_measure - 0.85).abs() < 1e-12);
         assert!((c.at_default.f_measure - 0.75).abs() < 1e-12);
+    }
+
+    #[test]
+    fn cached_activations_round_trip_and_check_their_key() {
+        let mut values = crate::factorization::Matrix::zeros(3, 5);
+        values.set(1, 4, 0.25);
+        values.set(2, 0, 1.0 / 3.0);
+        let a = Activations { values, pitches: vec![60, 62, 64], hop_seconds: 0.02, start_seconds: 1.5 };
+        let bytes = write_activations(&a, "key one").unwrap();
+        let back = read_activations(&bytes, "key one").unwrap();
+        assert_eq!(back.values, a.values);
+        assert_eq!((back.pitches, back.hop_seconds, back.start_seconds), (a.pitches.clone(), 0.02, 1.5));
+        assert!(read_activations(&bytes, "key two").is_none());
+        assert!(read_activations(&bytes[..bytes.len() - 1], "key one").is_none());
+        assert!(read_activations(b"", "key one").is_none());
     }
 }

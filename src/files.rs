@@ -35,6 +35,30 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Rewrites a safetensors file's JSON header with its keys sorted.
+/// `safetensors::serialize` takes the metadata as a `HashMap`, whose order
+/// changes from run to run; with a canonical header the same content always
+/// gives the same bytes. The header stays padded with spaces to a multiple
+/// of 8 bytes, as safetensors writes it; the tensor data is untouched (its
+/// offsets are relative to the end of the header).
+pub fn canonical_safetensors(bytes: Vec<u8>) -> Result<Vec<u8>> {
+    let bad = || Error::internal("malformed safetensors buffer");
+    let len = bytes.get(..8).ok_or_else(bad)?;
+    let n = u64::from_le_bytes(len.try_into().map_err(|_| bad())?) as usize;
+    let header = bytes.get(8..8 + n).ok_or_else(bad)?;
+    // serde_json's map is a BTreeMap: keys come out sorted.
+    let value: serde_json::Value = serde_json::from_slice(header).map_err(|_| bad())?;
+    let mut text = serde_json::to_vec(&value).map_err(|_| bad())?;
+    while text.len() % 8 != 0 {
+        text.push(b' ');
+    }
+    let mut out = Vec::with_capacity(8 + text.len() + bytes.len() - 8 - n);
+    out.extend_from_slice(&(text.len() as u64).to_le_bytes());
+    out.extend_from_slice(&text);
+    out.extend_from_slice(&bytes[8 + n..]);
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -31,7 +31,7 @@
 
 use std::path::Path;
 
-use crate::audio::{load_audio, DecodeOptions};
+use crate::audio::{stream_audio, DecodeOptions};
 use crate::factorization::{ConvolutiveRegression, Matrix};
 use crate::notes::Note;
 use crate::spectrogram::Stft;
@@ -224,6 +224,9 @@ pub struct Transcriber {
     pub detector: OnsetDetector,
     /// How audio is decoded (default: mean of channels, whole file).
     pub decode: DecodeOptions,
+    /// How long recordings are cut into chunks (default: 30 s chunks with
+    /// 2 s of context on each side).
+    pub chunking: Chunking,
 }
 
 impl Transcriber {
@@ -236,6 +239,7 @@ impl Transcriber {
             regression: ConvolutiveRegression::default(),
             detector: OnsetDetector::default(),
             decode: DecodeOptions::default(),
+            chunking: Chunking::default(),
         })
     }
 
@@ -244,31 +248,39 @@ impl Transcriber {
         &self.dictionary
     }
 
-    /// The activations of mono `samples` at the dictionary's sample rate.
+    /// Seconds between frames.
+    fn hop_seconds(&self) -> f64 {
+        self.dictionary.params.stft.hop_length as f64 / self.dictionary.params.stft.sample_rate as f64
+    }
+
+    /// The activations of mono `samples` at the dictionary's sample rate
+    /// (cut into chunks as [`chunking`](Self::chunking) says).
     pub fn activations(&self, samples: &[f32], start_seconds: f64) -> Result<Activations> {
         Ok(self.timed_activations(samples, start_seconds)?.0)
     }
 
     fn timed_activations(&self, samples: &[f32], start_seconds: f64) -> Result<(Activations, StageTimes)> {
+        let mut fit = ChunkedFit::new(self)?;
+        fit.push(samples)?;
+        let (values, times) = fit.finish()?;
+        Ok((self.activations_of(values, start_seconds), times))
+    }
+
+    fn activations_of(&self, values: Matrix<f64>, start_seconds: f64) -> Activations {
+        Activations { values, pitches: self.dictionary.pitches.clone(), hop_seconds: self.hop_seconds(), start_seconds }
+    }
+
+    /// Reads notes from activations fitted in `times`.
+    fn finish_transcription(&self, activations: Activations, mut times: StageTimes, samples: u64) -> Transcription {
         let started = std::time::Instant::now();
-        let spec = self.stft.magnitude(samples);
-        let m = Matrix::from_column_major(spec.n_bins, spec.n_frames, spec.data)?;
-        let stft = started.elapsed().as_secs_f64();
-        let (values, info) = self.regression.fit(&m, &self.dictionary.templates)?;
-        let activations = Activations {
-            values,
-            pitches: self.dictionary.pitches.clone(),
-            hop_seconds: self.dictionary.params.stft.hop_length as f64 / self.dictionary.params.stft.sample_rate as f64,
-            start_seconds,
-        };
-        let times = StageTimes {
-            stft,
-            init: info.init_seconds,
-            iterations: info.iteration_seconds,
-            flops: info.flops,
-            ..Default::default()
-        };
-        Ok((activations, times))
+        let notes = self.detector.detect(&activations);
+        times.notes = started.elapsed().as_secs_f64();
+        Transcription {
+            notes,
+            activations,
+            audio_seconds: samples as f64 / self.dictionary.params.stft.sample_rate as f64,
+            times,
+        }
     }
 
     /// Transcribes mono `samples` at the dictionary's sample rate.
@@ -276,27 +288,175 @@ impl Transcriber {
         if samples.is_empty() {
             return Err(Error::invalid_input("no audio samples to transcribe"));
         }
-        let (activations, mut times) = self.timed_activations(samples, start_seconds)?;
-        let started = std::time::Instant::now();
-        let notes = self.detector.detect(&activations);
-        times.notes = started.elapsed().as_secs_f64();
-        Ok(Transcription {
-            notes,
-            activations,
-            audio_seconds: samples.len() as f64 / self.dictionary.params.stft.sample_rate as f64,
-            times,
-        })
+        let (activations, times) = self.timed_activations(samples, start_seconds)?;
+        Ok(self.finish_transcription(activations, times, samples.len() as u64))
     }
 
     /// Decodes `path` (resampled to the dictionary's rate) and transcribes it.
+    ///
+    /// The audio is streamed: it is decoded block by block and fitted chunk
+    /// by chunk ([`Chunking`]), so memory stays bounded whatever the file's
+    /// length (the activations, 88 × 8 bytes per 20 ms frame, are the only
+    /// thing that grows: 127 MB per hour). The result is exactly that of
+    /// [`transcribe_samples`](Self::transcribe_samples) on the decoded
+    /// samples.
     pub fn transcribe_file(&self, path: &Path) -> Result<Transcription> {
+        self.transcribe_file_with_progress(path, &|_| {})
+    }
+
+    /// [`transcribe_file`](Self::transcribe_file), calling `progress` with
+    /// the seconds of audio fitted so far after each chunk.
+    pub fn transcribe_file_with_progress(&self, path: &Path, progress: &dyn Fn(f64)) -> Result<Transcription> {
         let started = std::time::Instant::now();
-        let audio = load_audio(path, &self.decode, self.dictionary.params.stft.sample_rate)?;
-        let decode = started.elapsed().as_secs_f64();
-        let mut t =
-            self.transcribe_samples(&audio.samples, self.decode.offset_seconds).map_err(|e| e.with_path(path))?;
-        t.times.decode = decode;
-        Ok(t)
+        let mut fit = ChunkedFit::new(self)?;
+        fit.progress = Some(progress);
+        let info =
+            stream_audio(path, &self.decode, self.dictionary.params.stft.sample_rate, &mut |block| fit.push(block))?;
+        let (values, mut times) = fit.finish().map_err(|e| e.with_path(path))?;
+        // Decoding is what the wall time holds beyond the fit's own stages.
+        times.decode = (started.elapsed().as_secs_f64() - times.stft - times.init - times.iterations).max(0.0);
+        let activations = self.activations_of(values, self.decode.offset_seconds);
+        Ok(self.finish_transcription(activations, times, info.samples))
+    }
+}
+
+/// How a long recording is cut: the activations of frames `c·chunk_frames
+/// .. (c+1)·chunk_frames` (chunk `c`'s core) are fitted on the spectrogram
+/// of those frames and `context_frames` more on each side, and only the
+/// core is kept. The fit couples frames only through the templates' τ
+/// frames (and the local pruning's τ frames), so away from the cut the
+/// activations are those of an unchunked fit to within round-off of the
+/// iterations; the context keeps the cut's effect out of the kept frames
+/// (measured in BENCHMARKS.md and tested in `tests/chunking.rs`).
+/// Recordings of at most `chunk_frames + context_frames` frames are fitted
+/// whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Chunking {
+    /// Frames kept from each chunk. Default 1500 (30 s at a 20 ms hop).
+    pub chunk_frames: usize,
+    /// Frames fitted on each side of a chunk and then dropped. Default
+    /// 100 (2 s, 10 τ).
+    pub context_frames: usize,
+}
+
+impl Default for Chunking {
+    fn default() -> Self {
+        Chunking { chunk_frames: 1500, context_frames: 100 }
+    }
+}
+
+impl Chunking {
+    fn validate(&self) -> Result<()> {
+        if self.chunk_frames == 0 {
+            return Err(Error::invalid_input("chunks must hold at least one frame"));
+        }
+        Ok(())
+    }
+}
+
+/// Fits a recording's activations as its samples arrive, one chunk at a
+/// time (see [`Chunking`]), holding only the samples the next chunk needs.
+struct ChunkedFit<'a> {
+    transcriber: &'a Transcriber,
+    chunking: Chunking,
+    /// Samples from `buffer_start` on.
+    buffer: Vec<f32>,
+    buffer_start: usize,
+    /// Samples received in all.
+    received: usize,
+    /// The next chunk to fit.
+    next_chunk: usize,
+    /// Activations of the frames fitted so far, K × frames, column-major.
+    values: Vec<f64>,
+    times: StageTimes,
+    /// Called with the seconds fitted after each chunk.
+    progress: Option<&'a dyn Fn(f64)>,
+}
+
+impl<'a> ChunkedFit<'a> {
+    fn new(transcriber: &'a Transcriber) -> Result<Self> {
+        transcriber.chunking.validate()?;
+        Ok(ChunkedFit {
+            transcriber,
+            chunking: transcriber.chunking,
+            buffer: Vec::new(),
+            buffer_start: 0,
+            received: 0,
+            next_chunk: 0,
+            values: Vec::new(),
+            times: StageTimes::default(),
+            progress: None,
+        })
+    }
+
+    fn hop(&self) -> usize {
+        self.transcriber.stft.config().hop_length
+    }
+
+    fn half_window(&self) -> usize {
+        self.transcriber.stft.config().win_length / 2
+    }
+
+    /// The first sample frame `t` reads.
+    fn first_sample_of(&self, t: usize) -> usize {
+        (t * self.hop()).saturating_sub(self.half_window())
+    }
+
+    /// Takes more samples; fits every chunk whose frames and context are
+    /// all available.
+    fn push(&mut self, samples: &[f32]) -> Result<()> {
+        self.buffer.extend_from_slice(samples);
+        self.received += samples.len();
+        let Chunking { chunk_frames, context_frames } = self.chunking;
+        loop {
+            let core = self.next_chunk * chunk_frames;
+            let end = core + chunk_frames + context_frames;
+            // Frame `end - 1` reads samples up to `(end - 1)·hop + win/2`;
+            // once they have all arrived the recording has at least `end`
+            // frames.
+            if self.received < (end - 1) * self.hop() + self.half_window() {
+                return Ok(());
+            }
+            self.fit_frames(core.saturating_sub(context_frames), end, core, core + chunk_frames)?;
+            self.next_chunk += 1;
+            // Keep the samples the next chunk's context starts from.
+            let keep_from = self.first_sample_of((core + chunk_frames).saturating_sub(context_frames));
+            if keep_from > self.buffer_start {
+                self.buffer.drain(..keep_from - self.buffer_start);
+                self.buffer_start = keep_from;
+            }
+        }
+    }
+
+    /// Fits frames `first..end` and keeps the activations of `keep..keep_end`.
+    fn fit_frames(&mut self, first: usize, end: usize, keep: usize, keep_end: usize) -> Result<()> {
+        let t = self.transcriber;
+        let started = std::time::Instant::now();
+        let spec = t.stft.magnitude_frames_of_segment(&self.buffer, self.buffer_start, first, end - first);
+        let m = Matrix::from_column_major(spec.n_bins, spec.n_frames, spec.data)?;
+        self.times.stft += started.elapsed().as_secs_f64();
+        let (h, info) = t.regression.fit_at(&m, &t.dictionary.templates, first)?;
+        self.times.init += info.init_seconds;
+        self.times.iterations += info.iteration_seconds;
+        self.times.flops += info.flops;
+        self.values.extend_from_slice(&h.data[(keep - first) * h.rows..(keep_end - first) * h.rows]);
+        if let Some(progress) = self.progress {
+            progress(keep_end as f64 * t.hop_seconds());
+        }
+        Ok(())
+    }
+
+    /// Fits what is left (the whole recording if it fits in one chunk).
+    fn finish(mut self) -> Result<(Matrix<f64>, StageTimes)> {
+        if self.received == 0 {
+            return Err(Error::invalid_input("no audio samples to transcribe"));
+        }
+        let n_frames = self.transcriber.stft.n_frames(self.received);
+        let core = self.next_chunk * self.chunking.chunk_frames;
+        self.fit_frames(core.saturating_sub(self.chunking.context_frames), n_frames, core, n_frames)?;
+        let k = self.transcriber.dictionary.templates.n_templates;
+        let values = Matrix::from_column_major(k, n_frames, self.values)?;
+        Ok((values, self.times))
     }
 }
 

@@ -18,6 +18,9 @@ pub(super) struct BenchArgs {
     /// Skip the exact (f64) reference run.
     #[arg(long)]
     no_exact: bool,
+    /// Chunk length for long recordings (see `transcribe --chunk-seconds`).
+    #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
+    chunk_seconds: f64,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -35,6 +38,7 @@ pub(super) fn bench(a: BenchArgs) -> anyhow::Result<()> {
     let dictionary = TemplateDictionary::load(&a.templates)?;
     let mut transcriber = Transcriber::new(dictionary)?;
     transcriber.decode = DecodeOptions { duration_seconds: Some(a.duration), ..Default::default() };
+    transcriber.chunking.chunk_frames = chunk_frames(a.chunk_seconds, transcriber.dictionary())?;
     let total = |t: &sscnmf::transcription::Transcription| {
         t.times.decode + t.times.stft + t.times.init + t.times.iterations + t.times.notes
     };

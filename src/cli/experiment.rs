@@ -33,7 +33,11 @@ pub(super) struct ExperimentArgs {
     /// f64 reference path.
     #[arg(long)]
     exact: bool,
-    /// Output folder for report.md and results.json.
+    /// Also run the reference path (f64, dense) on every song and report how the fast path
+    /// compares: F at the global and songwise δ, and the songs with identical notes.
+    #[arg(long, conflicts_with = "exact")]
+    compare_exact: bool,
+    /// Output folder for report.md and results.json (and the cache of templates and activations).
     #[arg(long)]
     out: Option<PathBuf>,
     /// No progress bar.
@@ -57,6 +61,7 @@ pub(super) fn experiment(a: ExperimentArgs) -> anyhow::Result<()> {
         precision: if a.exact { Precision::Exact } else { Precision::Fast },
         command_line: std::env::args().collect::<Vec<_>>().join(" "),
         cache: a.out.as_ref().map(|o| o.join("cache")),
+        compare_exact: a.compare_exact,
     };
     let bar = progress(0, a.quiet, "experiment");
     let report = run_experiment(&config, |done, total, what| {

@@ -169,3 +169,12 @@ fn same_file(a: &Path, b: &Path) -> bool {
         _ => false,
     }
 }
+
+/// `--chunk-seconds` in frames of the dictionary's STFT.
+fn chunk_frames(seconds: f64, dictionary: &TemplateDictionary) -> anyhow::Result<usize> {
+    let hop = dictionary.params.stft.hop_length as f64 / dictionary.params.stft.sample_rate as f64;
+    if !(seconds.is_finite() && seconds >= hop) {
+        bail!("--chunk-seconds must be at least one frame ({hop} s), not {seconds}");
+    }
+    Ok((seconds / hop).round() as usize)
+}

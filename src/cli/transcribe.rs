@@ -37,6 +37,10 @@ pub(super) struct TranscribeArgs {
     /// Compute in f64 (the reference path) instead of f32.
     #[arg(long)]
     exact: bool,
+    /// Recordings longer than this are fitted in chunks of this many seconds, with 2 s of
+    /// context on each side (memory stays bounded; notes are those of an unchunked fit).
+    #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
+    chunk_seconds: f64,
     /// Replace output files that exist.
     #[arg(long)]
     overwrite: bool,
@@ -97,6 +101,7 @@ pub(super) fn transcribe(a: TranscribeArgs) -> anyhow::Result<()> {
     if a.exact {
         transcriber.regression.precision = Precision::Exact;
     }
+    transcriber.chunking.chunk_frames = chunk_frames(a.chunk_seconds, transcriber.dictionary())?;
     transcriber.decode = DecodeOptions {
         channel: channel_selection(a.channel),
         offset_seconds: a.offset,
@@ -126,7 +131,25 @@ pub(super) fn transcribe(a: TranscribeArgs) -> anyhow::Result<()> {
     let mut audio_seconds = 0.0;
     let mut last_error = None;
     for (input, outs) in &plans {
-        let result = transcriber.transcribe_file(input).and_then(|t| {
+        // One file: a spinner counting the seconds of audio done (long
+        // recordings are fitted chunk by chunk).
+        let spinner = (plans.len() == 1 && !a.quiet && !a.json).then(|| {
+            let s = ProgressBar::new_spinner();
+            s.set_style(ProgressStyle::with_template("{spinner} {msg} [{elapsed}]").expect("valid template"));
+            s.set_message(format!("{}: starting", input.display()));
+            s.enable_steady_tick(std::time::Duration::from_millis(200));
+            s
+        });
+        let on_progress = |seconds: f64| {
+            if let Some(s) = &spinner {
+                s.set_message(format!("{}: {:.0} s of audio transcribed", input.display(), seconds));
+            }
+        };
+        let result = transcriber.transcribe_file_with_progress(input, &on_progress);
+        if let Some(s) = &spinner {
+            s.finish_and_clear();
+        }
+        let result = result.and_then(|t| {
             for (path, format) in outs {
                 write_notes(path, &t.notes, *format)?;
             }
