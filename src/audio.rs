@@ -742,8 +742,7 @@ impl StreamResampler {
         })
     }
 
-    /// Takes more input; hands out what is ready (at most `limit` samples in
-    /// all, if given).
+    /// Takes more input; hands out the output of every block completed.
     fn push(&mut self, samples: &[f32], sink: &mut dyn FnMut(&[f32]) -> Result<()>) -> Result<()> {
         self.received += samples.len() as u64;
         let mut rest = samples;

@@ -248,11 +248,6 @@ impl Transcriber {
         &self.dictionary
     }
 
-    /// Seconds between frames.
-    fn hop_seconds(&self) -> f64 {
-        self.dictionary.params.stft.hop_length as f64 / self.dictionary.params.stft.sample_rate as f64
-    }
-
     /// The activations of mono `samples` at the dictionary's sample rate
     /// (cut into chunks as [`chunking`](Self::chunking) says).
     pub fn activations(&self, samples: &[f32], start_seconds: f64) -> Result<Activations> {
@@ -267,7 +262,12 @@ impl Transcriber {
     }
 
     fn activations_of(&self, values: Matrix<f64>, start_seconds: f64) -> Activations {
-        Activations { values, pitches: self.dictionary.pitches.clone(), hop_seconds: self.hop_seconds(), start_seconds }
+        Activations {
+            values,
+            pitches: self.dictionary.pitches.clone(),
+            hop_seconds: self.dictionary.params.stft.hop_seconds(),
+            start_seconds,
+        }
     }
 
     /// Reads notes from activations fitted in `times`.
@@ -441,7 +441,7 @@ impl<'a> ChunkedFit<'a> {
         self.times.flops += info.flops;
         self.values.extend_from_slice(&h.data[(keep - first) * h.rows..(keep_end - first) * h.rows]);
         if let Some(progress) = self.progress {
-            progress(keep_end as f64 * t.hop_seconds());
+            progress(keep_end as f64 * t.dictionary.params.stft.hop_seconds());
         }
         Ok(())
     }

@@ -12,8 +12,9 @@ use std::path::PathBuf;
 
 use sscnmf::audio::DecodeOptions;
 use sscnmf::evaluation::evaluate;
-use sscnmf::experiments::{discover_maps_dataset, learn_or_load, reference_excerpt};
+use sscnmf::experiments::{discover_maps_dataset, learn_or_load, reference_excerpt, Piano};
 use sscnmf::notes::read_notes;
+use sscnmf::templates::TemplateDictionary;
 use sscnmf::transcription::{Chunking, Transcriber};
 
 fn data_dir() -> Option<PathBuf> {
@@ -40,13 +41,20 @@ const MEASURED_BACH: f64 = 1.0;
 const MEASURED_CHOPIN: f64 = 0.8967;
 const MEASURED_MOZART: f64 = 0.9894;
 
+/// The FluidR3 piano of the dev data and its templates (τ = 10), learned or
+/// taken from `$SSCNMF_CACHE`; `None` when the data is missing outside CI.
+fn fluidr3() -> Option<(Piano, TemplateDictionary)> {
+    let dir = data_dir()?;
+    let pianos = discover_maps_dataset(&dir).unwrap();
+    let piano = pianos.into_iter().find(|p| p.name == "FluidR3").expect("FluidR3 piano in the dev data");
+    let cache = std::env::var_os("SSCNMF_CACHE").map(PathBuf::from);
+    let (dictionary, _) = learn_or_load(&piano, 10, cache.as_deref()).unwrap();
+    Some((piano, dictionary))
+}
+
 #[test]
 fn fluidr3_songs_stay_above_the_measured_f_measure() {
-    let Some(dir) = data_dir() else { return };
-    let pianos = discover_maps_dataset(&dir).unwrap();
-    let piano = pianos.iter().find(|p| p.name == "FluidR3").expect("FluidR3 piano in the dev data");
-    let cache = std::env::var_os("SSCNMF_CACHE").map(PathBuf::from);
-    let (dictionary, _) = learn_or_load(piano, 10, cache.as_deref()).unwrap();
+    let Some((piano, dictionary)) = fluidr3() else { return };
     assert_eq!(dictionary.pitches.len(), 88);
     let mut transcriber = Transcriber::new(dictionary).unwrap();
     transcriber.decode = DecodeOptions { duration_seconds: Some(30.0), ..Default::default() };
@@ -66,11 +74,7 @@ fn fluidr3_songs_stay_above_the_measured_f_measure() {
 /// context 1e-3 and a note differs, see BENCHMARKS.md).
 #[test]
 fn chunked_fit_matches_the_whole_recording() {
-    let Some(dir) = data_dir() else { return };
-    let pianos = discover_maps_dataset(&dir).unwrap();
-    let piano = pianos.iter().find(|p| p.name == "FluidR3").expect("FluidR3 piano in the dev data");
-    let cache = std::env::var_os("SSCNMF_CACHE").map(PathBuf::from);
-    let (dictionary, _) = learn_or_load(piano, 10, cache.as_deref()).unwrap();
+    let Some((piano, dictionary)) = fluidr3() else { return };
     let mut transcriber = Transcriber::new(dictionary).unwrap();
     let song = piano.songs.iter().find(|s| s.id == "MAPS_MUS-chopin-op6n2_FluidR3").expect("song present");
     let whole = transcriber.transcribe_file(&song.audio).unwrap();
