@@ -424,13 +424,13 @@ fn activation_key(transcriber: &Transcriber, audio: &Path) -> Result<String> {
     let bytes: Vec<u8> = d.templates.data.iter().flat_map(|x| x.to_le_bytes()).collect();
     let digest = fnv1a(&d.pitches, fnv1a(&bytes, FNV_OFFSET));
     Ok(format!(
-        "audio={} size={} modified={:?} decode={:?} chunking={:?} regression={:?} stft={:?} templates={digest:016x} version={}",
+        "audio={} size={} modified={:?} decode={:?} chunking={:?} regression={} stft={:?} templates={digest:016x} version={}",
         audio.display(),
         meta.len(),
         modified,
         transcriber.decode,
         transcriber.chunking,
-        transcriber.regression,
+        transcriber.regression.settings_key(),
         d.params.stft,
         env!("CARGO_PKG_VERSION")
     ))

@@ -128,11 +128,29 @@ pub struct SparseSettings {
     /// Every this many updates one is a full update of every activation,
     /// which refreshes the ratios. Default 10.
     pub refresh_every: usize,
+    /// [`prune`](Self::prune) during the sparse initialisation iterations
+    /// (first template slices only). Default: the same as `prune`.
+    pub init_prune: Option<f64>,
+    /// Only activations whose last update ratio is below this are pruned
+    /// (in the convolutive iterations): a small activation that grows is
+    /// kept. Default: infinity (all).
+    pub prune_ratio_below: f64,
+    /// Convolutive iterations before the first pruning. Default 0.
+    pub prune_after: usize,
 }
 
 impl Default for SparseSettings {
     fn default() -> Self {
-        SparseSettings { prune: 1e-5, after: 5, dormant: 1e-3, model_threshold: 1e-6, refresh_every: 10 }
+        SparseSettings {
+            prune: 1e-5,
+            after: 5,
+            dormant: 1e-3,
+            model_threshold: 1e-6,
+            refresh_every: 10,
+            init_prune: None,
+            prune_ratio_below: f64::INFINITY,
+            prune_after: 0,
+        }
     }
 }
 
@@ -153,6 +171,20 @@ pub struct FitInfo {
 }
 
 impl ConvolutiveRegression {
+    /// Every setting that shapes the result, as text (for cache keys): the
+    /// `Debug` form, without [`fast`](Self::fast) for [`Precision::Exact`],
+    /// which ignores it.
+    pub fn settings_key(&self) -> String {
+        let mut key = format!("{self:?}");
+        if self.precision == Precision::Exact {
+            if let Some(at) = key.find(", fast: ") {
+                key.truncate(at);
+                key.push_str(" }");
+            }
+        }
+        key
+    }
+
     /// Fits the activations of `spectrogram` (F × N magnitudes) on
     /// `templates` (F × τ × K). Returns H (K × N) in f64.
     pub fn fit(&self, spectrogram: &Matrix<f64>, templates: &ConvTemplates<f32>) -> Result<(Matrix<f64>, FitInfo)> {
@@ -289,10 +321,11 @@ impl ConvolutiveRegression {
         let first = SparseCnmf::new(&templates.first_slices());
         let packed = first.pack(m);
         let mut sh = SparseActivations::from_dense(&h);
-        sh.prune_local(settings.prune as f32, templates.tau);
+        let init_prune = settings.init_prune.unwrap_or(settings.prune) as f32;
+        sh.prune_local(init_prune, templates.tau);
         while it < self.init_iterations {
             let double = fast.extrapolate && it + 2 <= self.init_iterations;
-            let step = Step { exponent: 1 + double as u32, prune: settings.prune as f32, ..Step::default() };
+            let step = Step { exponent: 1 + double as u32, prune: init_prune, ..Step::default() };
             info.flops += first.step(&packed, &mut sh, &step).flops;
             it += 1 + double as usize;
         }
@@ -363,7 +396,8 @@ impl ConvolutiveRegression {
                 exponent: 1 + double as u32,
                 model_threshold: if full { 0.0 } else { settings.model_threshold as f32 },
                 numer_threshold: if full { 0.0 } else { settings.dormant as f32 },
-                prune: settings.prune as f32,
+                prune: if it < settings.prune_after { 0.0 } else { settings.prune as f32 },
+                prune_ratio_below: settings.prune_ratio_below as f32,
                 want_loss: self.track_loss,
             };
             let stats = kernel.step(packed, sh, &step);
@@ -396,6 +430,20 @@ fn repeat_ratio(old: &Matrix<f32>, h: &mut Matrix<f32>, mut ratios: Option<&mut 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_exact_path_key_ignores_the_fast_settings() {
+        let exact = ConvolutiveRegression { precision: Precision::Exact, ..Default::default() };
+        let mut other = exact.clone();
+        other.fast.extrapolate = false;
+        assert_eq!(exact.settings_key(), other.settings_key());
+        assert!(!exact.settings_key().contains("fast"), "{}", exact.settings_key());
+        let fast = ConvolutiveRegression::default();
+        let mut other = fast.clone();
+        other.fast.extrapolate = false;
+        assert_ne!(fast.settings_key(), other.settings_key());
+        assert_ne!(fast.settings_key(), exact.settings_key());
+    }
 
     /// Templates of 3 "notes" with disjoint harmonics; a spectrogram made from
     /// known activations; the regression must find them (up to small error).
