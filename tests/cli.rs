@@ -55,13 +55,34 @@ fn wav(path: &Path, rate: u32, samples: &[f32]) {
 
 #[test]
 fn help_teaches_and_exits_zero() {
-    for cmd in [&["--help"][..], &["learn", "--help"], &["transcribe", "--help"], &["evaluate", "--help"]] {
+    for cmd in [
+        &["--help"][..],
+        &["learn", "--help"],
+        &["transcribe", "--help"],
+        &["evaluate", "--help"],
+        &["experiment", "--help"],
+    ] {
         let o = sscnmf(cmd);
         assert_eq!(o.status.code(), Some(0));
         assert!(String::from_utf8_lossy(&o.stdout).contains("Example"), "{cmd:?}");
     }
     assert_eq!(sscnmf(&["transcribe"]).status.code(), Some(2));
     assert_eq!(sscnmf(&["no-such-command"]).status.code(), Some(2));
+}
+
+#[test]
+fn experiment_help_teaches_maestro_and_a_maestro_folder_needs_templates() {
+    let help = String::from_utf8_lossy(&sscnmf(&["experiment", "--help"]).stdout).into_owned();
+    assert!(help.contains("--split test") && help.contains("--templates-from MAPS"), "{help}");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(&d.join("maestro-v3.0.0.csv"), b"split,midi_filename,audio_filename\ntest,a.midi,a.wav\n");
+    let o = sscnmf(&["experiment", d.to_str().unwrap(), "--quiet"]);
+    assert_input_error(&o, "--templates-from");
+    let o = sscnmf(&["experiment", d.to_str().unwrap(), "--split", "dev"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("possible values: train, validation, test"), "{}", stderr(&o));
+    assert_input_error(&sscnmf(&["experiment", d.to_str().unwrap(), "--pianos", "X", "-q"]), "no pianos to pick");
 }
 
 #[test]

@@ -184,7 +184,9 @@ impl Report {
         let _ = write!(
             s,
             "## Table 1: scores per condition (%)\n\nglobal: the one δ of the grid with the best mean onset F1 \
-             over the condition's songs; songwise: each song at its own best onset δ.\n\n\
+             over the condition's songs; songwise: each song at its own best onset δ. A note's offset is the end \
+             of its on-run of eq. 10 (a few frames; the paper does not estimate offsets), so onset + offset F1 \
+             stays low.\n\n\
              | method | templates | songs | τ | songs scored | global δ | P | R | Onset F1 (global) | Acc | \
              Onset + offset F1 (global) | Onset F1 (songwise) | Onset + offset F1 (songwise) | \
              Onset F1 (default δ = {}) |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
