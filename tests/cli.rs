@@ -4,6 +4,8 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+mod common;
+
 fn sscnmf(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_sscnmf")).args(args).output().expect("runs")
 }
@@ -41,16 +43,6 @@ fn tiny_templates(dir: &Path) -> std::path::PathBuf {
     let path = dir.join("tiny.templates");
     d.save(&path).unwrap();
     path
-}
-
-fn wav(path: &Path, rate: u32, samples: &[f32]) {
-    let spec =
-        hound::WavSpec { channels: 1, sample_rate: rate, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
-    let mut w = hound::WavWriter::create(path, spec).unwrap();
-    for &s in samples {
-        w.write_sample((s * 32767.0) as i16).unwrap();
-    }
-    w.finalize().unwrap();
 }
 
 #[test]
@@ -106,7 +98,7 @@ fn bad_inputs_get_one_line_errors_and_no_output() {
     assert!(!d.join("text.mid").exists());
 
     let audio = d.join("tone.wav");
-    wav(&audio, 8000, &(0..8000).map(|i| (i as f32 * 0.2).sin() * 0.3).collect::<Vec<_>>());
+    common::write_wav(&audio, 8000, &(0..8000).map(|i| (i as f32 * 0.2).sin() * 0.3).collect::<Vec<_>>());
     let bad_templates = d.join("bad.templates");
     let bytes = std::fs::read(&templates).unwrap();
     write(&bad_templates, &bytes[..bytes.len() / 2]);
@@ -138,7 +130,7 @@ fn transcribe_writes_all_formats_and_refuses_to_overwrite() {
     let d = dir.path();
     let templates = tiny_templates(d);
     let audio = d.join("tone.wav");
-    wav(&audio, 8000, &(0..8000).map(|i| (i as f32 * 0.2).sin() * 0.3).collect::<Vec<_>>());
+    common::write_wav(&audio, 8000, &(0..8000).map(|i| (i as f32 * 0.2).sin() * 0.3).collect::<Vec<_>>());
     let args = ["transcribe", audio.to_str().unwrap(), "--templates", templates.to_str().unwrap(), "--quiet"];
     let o = sscnmf(&[&args[..], &["--format", "csv", "--format", "txt", "--format", "json"]].concat());
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
@@ -186,7 +178,11 @@ fn a_folder_of_inputs_goes_to_an_output_folder_and_failures_do_not_stop_the_batc
     std::fs::create_dir_all(&songs).unwrap();
     std::fs::create_dir_all(&out).unwrap();
     for name in ["a.wav", "b.wav"] {
-        wav(&songs.join(name), 8000, &(0..4000).map(|i| (i as f32 * 0.3).sin() * 0.2).collect::<Vec<_>>());
+        common::write_wav(
+            &songs.join(name),
+            8000,
+            &(0..4000).map(|i| (i as f32 * 0.3).sin() * 0.2).collect::<Vec<_>>(),
+        );
     }
     write(&songs.join("broken.wav"), b"RIFF....WAVEfmt garbage");
     let o = sscnmf(&[

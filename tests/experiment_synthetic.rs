@@ -10,6 +10,8 @@
 
 use std::path::Path;
 
+mod common;
+
 use sscnmf::evaluation::evaluate;
 use sscnmf::experiments::{
     learn_or_load, reference_excerpt, run_experiment, ExperimentConfig, Piano, Report, SongResult,
@@ -40,16 +42,6 @@ fn tone(piano: usize, pitch: u8, seconds: f64) -> Vec<f32> {
         .collect()
 }
 
-fn write_wav(path: &Path, samples: &[f32]) {
-    let spec =
-        hound::WavSpec { channels: 1, sample_rate: RATE, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
-    let mut w = hound::WavWriter::create(path, spec).unwrap();
-    for &s in samples {
-        w.write_sample((s * 32767.0).round() as i16).unwrap();
-    }
-    w.finalize().unwrap();
-}
-
 /// The songs' scores: (onset, pitch, gain); every note lasts 0.5 s. Onsets
 /// are whole 10 ms so that MIDI (0.1 ms ticks) stores them exactly. The
 /// quiet notes (a fraction of the loudest) are lost at large δ, and each
@@ -75,7 +67,7 @@ fn write_maps_dataset(dir: &Path) {
         for pitch in PITCHES {
             let mut audio = vec![0.0f32; RATE as usize / 5];
             audio.extend(tone(p, pitch, 1.5));
-            write_wav(&isol.join(format!("MAPS_ISOL_NO_M_S0_M{pitch}_{name}.wav")), &audio);
+            common::write_wav(&isol.join(format!("MAPS_ISOL_NO_M_S0_M{pitch}_{name}.wav")), RATE, &audio);
         }
         for (s, score) in SONGS.iter().enumerate() {
             let mut audio = vec![0.0f32; (2.8 * f64::from(RATE)) as usize];
@@ -86,7 +78,7 @@ fn write_maps_dataset(dir: &Path) {
                 }
             }
             let stem = mus.join(format!("MAPS_MUS-song{s}_{name}"));
-            write_wav(&stem.with_extension("wav"), &audio);
+            common::write_wav(&stem.with_extension("wav"), RATE, &audio);
             write_notes(&stem.with_extension("txt"), &song_notes(score), NoteFormat::MapsTxt).unwrap();
         }
     }

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::files::sorted_entries;
 use crate::templates::is_audio_file;
 use crate::{Error, ErrorKind, Result};
 
@@ -58,15 +59,10 @@ pub enum DatasetLayout {
 /// MAESTRO when `dir` holds a `maestro-v*.csv` (the last one by name if
 /// there are several), else MAPS.
 pub fn dataset_layout(dir: &Path) -> Result<DatasetLayout> {
-    let mut indexes: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| Error::io(dir, e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            let name = p.file_name().unwrap_or_default().to_string_lossy();
-            p.is_file() && name.starts_with("maestro-v") && name.ends_with(".csv")
-        })
-        .collect();
-    indexes.sort();
+    let mut indexes = sorted_entries(dir, |p| {
+        let name = p.file_name().unwrap_or_default().to_string_lossy();
+        p.is_file() && name.starts_with("maestro-v") && name.ends_with(".csv")
+    })?;
     Ok(indexes.pop().map_or(DatasetLayout::Maps, |index| DatasetLayout::Maestro { index }))
 }
 
@@ -102,16 +98,6 @@ pub fn discover_maps_dataset(dir: &Path) -> Result<Vec<Piano>> {
         return Err(Error::invalid_input("no piano folders with ISOL/NO or MUS inside").with_path(dir));
     }
     Ok(pianos)
-}
-
-fn sorted_entries(dir: &Path, keep: impl Fn(&Path) -> bool) -> Result<Vec<PathBuf>> {
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| Error::io(dir, e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| keep(p))
-        .collect();
-    entries.sort();
-    Ok(entries)
 }
 
 fn stem(path: &Path) -> String {
