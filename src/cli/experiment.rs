@@ -81,7 +81,10 @@ pub(super) fn experiment(a: ExperimentArgs) -> anyhow::Result<()> {
     let bar = progress(0, a.quiet, "experiment");
     let report = run_experiment(&config, |done, total, what| {
         bar.set_length(total as u64);
-        bar.set_position(done as u64);
+        // Songs finish on several threads: never move the bar back.
+        if done as u64 >= bar.position() {
+            bar.set_position(done as u64);
+        }
         bar.set_message(what.to_string());
     })?;
     bar.finish_and_clear();

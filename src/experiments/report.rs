@@ -86,8 +86,8 @@ impl Report {
         tables
     }
 
-    /// The same report with every wall-clock time set to 0 (and the cache
-    /// records' core counts kept): two runs of the same experiment, with any
+    /// The same report with every wall-clock time and `jobs` set to 0: two
+    /// runs of the same experiment on equally filled caches, with any
     /// `jobs`, give the same bytes once their timings are zeroed.
     pub fn with_timings_zeroed(&self) -> Report {
         let mut r = self.clone();
