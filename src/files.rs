@@ -35,6 +35,18 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// The entries of folder `dir` that `keep` accepts, sorted by path (an
+/// unreadable folder is an error naming it; unreadable entries are skipped).
+pub fn sorted_entries(dir: &Path, keep: impl Fn(&Path) -> bool) -> Result<Vec<std::path::PathBuf>> {
+    let mut entries: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| keep(p))
+        .collect();
+    entries.sort();
+    Ok(entries)
+}
+
 /// Rewrites a safetensors file's JSON header with its keys sorted.
 /// `safetensors::serialize` takes the metadata as a `HashMap`, whose order
 /// changes from run to run; with a canonical header the same content always

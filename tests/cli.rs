@@ -4,6 +4,8 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+mod common;
+
 fn sscnmf(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_sscnmf")).args(args).output().expect("runs")
 }
@@ -43,25 +45,36 @@ fn tiny_templates(dir: &Path) -> std::path::PathBuf {
     path
 }
 
-fn wav(path: &Path, rate: u32, samples: &[f32]) {
-    let spec =
-        hound::WavSpec { channels: 1, sample_rate: rate, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
-    let mut w = hound::WavWriter::create(path, spec).unwrap();
-    for &s in samples {
-        w.write_sample((s * 32767.0) as i16).unwrap();
-    }
-    w.finalize().unwrap();
-}
-
 #[test]
 fn help_teaches_and_exits_zero() {
-    for cmd in [&["--help"][..], &["learn", "--help"], &["transcribe", "--help"], &["evaluate", "--help"]] {
+    for cmd in [
+        &["--help"][..],
+        &["learn", "--help"],
+        &["transcribe", "--help"],
+        &["evaluate", "--help"],
+        &["experiment", "--help"],
+    ] {
         let o = sscnmf(cmd);
         assert_eq!(o.status.code(), Some(0));
         assert!(String::from_utf8_lossy(&o.stdout).contains("Example"), "{cmd:?}");
     }
     assert_eq!(sscnmf(&["transcribe"]).status.code(), Some(2));
     assert_eq!(sscnmf(&["no-such-command"]).status.code(), Some(2));
+}
+
+#[test]
+fn experiment_help_teaches_maestro_and_a_maestro_folder_needs_templates() {
+    let help = String::from_utf8_lossy(&sscnmf(&["experiment", "--help"]).stdout).into_owned();
+    assert!(help.contains("--split test") && help.contains("--templates-from MAPS"), "{help}");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(&d.join("maestro-v3.0.0.csv"), b"split,midi_filename,audio_filename\ntest,a.midi,a.wav\n");
+    let o = sscnmf(&["experiment", d.to_str().unwrap(), "--quiet"]);
+    assert_input_error(&o, "--templates-from");
+    let o = sscnmf(&["experiment", d.to_str().unwrap(), "--split", "dev"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("possible values: train, validation, test"), "{}", stderr(&o));
+    assert_input_error(&sscnmf(&["experiment", d.to_str().unwrap(), "--pianos", "X", "-q"]), "no pianos to pick");
 }
 
 #[test]
@@ -85,7 +98,7 @@ fn bad_inputs_get_one_line_errors_and_no_output() {
     assert!(!d.join("text.mid").exists());
 
     let audio = d.join("tone.wav");
-    wav(&audio, 8000, &(0..8000).map(|i| (i as f32 * 0.2).sin() * 0.3).collect::<Vec<_>>());
+    common::write_wav(&audio, 8000, &(0..8000).map(|i| (i as f32 * 0.2).sin() * 0.3).collect::<Vec<_>>());
     let bad_templates = d.join("bad.templates");
     let bytes = std::fs::read(&templates).unwrap();
     write(&bad_templates, &bytes[..bytes.len() / 2]);
@@ -117,7 +130,7 @@ fn transcribe_writes_all_formats_and_refuses_to_overwrite() {
     let d = dir.path();
     let templates = tiny_templates(d);
     let audio = d.join("tone.wav");
-    wav(&audio, 8000, &(0..8000).map(|i| (i as f32 * 0.2).sin() * 0.3).collect::<Vec<_>>());
+    common::write_wav(&audio, 8000, &(0..8000).map(|i| (i as f32 * 0.2).sin() * 0.3).collect::<Vec<_>>());
     let args = ["transcribe", audio.to_str().unwrap(), "--templates", templates.to_str().unwrap(), "--quiet"];
     let o = sscnmf(&[&args[..], &["--format", "csv", "--format", "txt", "--format", "json"]].concat());
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
@@ -165,7 +178,11 @@ fn a_folder_of_inputs_goes_to_an_output_folder_and_failures_do_not_stop_the_batc
     std::fs::create_dir_all(&songs).unwrap();
     std::fs::create_dir_all(&out).unwrap();
     for name in ["a.wav", "b.wav"] {
-        wav(&songs.join(name), 8000, &(0..4000).map(|i| (i as f32 * 0.3).sin() * 0.2).collect::<Vec<_>>());
+        common::write_wav(
+            &songs.join(name),
+            8000,
+            &(0..4000).map(|i| (i as f32 * 0.3).sin() * 0.2).collect::<Vec<_>>(),
+        );
     }
     write(&songs.join("broken.wav"), b"RIFF....WAVEfmt garbage");
     let o = sscnmf(&[

@@ -48,7 +48,7 @@ fn fluidr3() -> Option<(Piano, TemplateDictionary)> {
     let pianos = discover_maps_dataset(&dir).unwrap();
     let piano = pianos.into_iter().find(|p| p.name == "FluidR3").expect("FluidR3 piano in the dev data");
     let cache = std::env::var_os("SSCNMF_CACHE").map(PathBuf::from);
-    let (dictionary, _) = learn_or_load(&piano, 10, cache.as_deref()).unwrap();
+    let dictionary = learn_or_load(&piano, 10, cache.as_deref()).unwrap().dictionary;
     Some((piano, dictionary))
 }
 
@@ -91,4 +91,46 @@ fn chunked_fit_matches_the_whole_recording() {
         .map(|(a, b)| (a - b).abs())
         .fold(0.0, f64::max);
     assert!(worst <= 1e-5 * scale, "chunked activations differ by {worst} (largest {scale})");
+}
+
+/// Two FluidR3 songs in the MAESTRO layout (the audio linked, the MIDI
+/// written from the MAPS .txt, a CSV index), transcribed by the experiment
+/// with templates from the dev data's FluidR3 piano: the same floors as the
+/// MAPS songs at the default δ.
+#[test]
+fn maestro_layout_with_maps_templates_keeps_the_floors() {
+    use sscnmf::experiments::{run_experiment, ExperimentConfig};
+    use sscnmf::notes::{write_notes, NoteFormat};
+    let Some(dir) = data_dir() else { return };
+    let piano = discover_maps_dataset(&dir).unwrap().into_iter().find(|p| p.name == "FluidR3").expect("FluidR3");
+    let maestro = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(maestro.path().join("2004")).unwrap();
+    let mut index =
+        String::from("canonical_composer,canonical_title,split,year,midi_filename,audio_filename,duration\n");
+    let picked = [FLUIDR3_FLOORS[0], FLUIDR3_FLOORS[2]];
+    for (id, _) in picked {
+        let song = piano.songs.iter().find(|s| s.id == id).expect("song present");
+        let ext = song.audio.extension().unwrap().to_str().unwrap();
+        std::os::unix::fs::symlink(&song.audio, maestro.path().join(format!("2004/{id}.{ext}"))).unwrap();
+        let notes = read_notes(&song.reference).unwrap();
+        write_notes(&maestro.path().join(format!("2004/{id}.midi")), &notes, NoteFormat::Midi).unwrap();
+        index.push_str(&format!("X,\"{id}, a title\",test,2004,2004/{id}.midi,2004/{id}.{ext},30\n"));
+    }
+    std::fs::write(maestro.path().join("maestro-v3.0.0.csv"), index).unwrap();
+    let config = ExperimentConfig {
+        templates_from: Some(dir.clone()),
+        train_pianos: vec!["FluidR3".into()],
+        thresholds: "0.11".parse().unwrap(),
+        cache: std::env::var_os("SSCNMF_CACHE").map(PathBuf::from),
+        ..ExperimentConfig::new(maestro.path())
+    };
+    let report = run_experiment(&config, |_, _, _| {}).unwrap();
+    assert_eq!(report.conditions.len(), 1);
+    let c = &report.conditions[0];
+    assert_eq!((c.train_piano.as_str(), c.test_piano.as_str(), c.failed.len()), ("FluidR3", "maestro-test", 0));
+    for ((id, measured), song) in picked.iter().zip(&c.songs) {
+        assert_eq!(song.song, *id);
+        let f = song.onset[0].f_measure;
+        assert!(f >= measured - 0.02, "{id} in the MAESTRO layout: onset F1 {f:.4} below {measured:.4} - 0.02");
+    }
 }

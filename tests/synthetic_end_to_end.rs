@@ -3,7 +3,7 @@
 //! transcribed, and exactly its notes must come back (pitch, and onset within
 //! one 20 ms frame).
 
-use std::path::Path;
+mod common;
 
 use sscnmf::factorization::RankOneCnmf;
 use sscnmf::notes::Note;
@@ -26,16 +26,6 @@ fn tone(pitch: u8, seconds: f64) -> Vec<f32> {
         .collect()
 }
 
-fn write_wav(path: &Path, samples: &[f32]) {
-    let spec =
-        hound::WavSpec { channels: 1, sample_rate: RATE, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
-    let mut w = hound::WavWriter::create(path, spec).unwrap();
-    for &s in samples {
-        w.write_sample((s * 32767.0).round() as i16).unwrap();
-    }
-    w.finalize().unwrap();
-}
-
 fn mix(into: &mut [f32], at_seconds: f64, samples: &[f32]) {
     let start = (at_seconds * f64::from(RATE)) as usize;
     for (i, &s) in samples.iter().enumerate() {
@@ -54,7 +44,7 @@ fn synthetic_piece_is_transcribed_exactly() {
         let mut audio = vec![0.0f32; (0.5 * f64::from(RATE)) as usize];
         audio.extend(tone(p, 2.0));
         let path = dir.path().join(format!("note{p}.wav"));
-        write_wav(&path, &audio);
+        common::write_wav(&path, RATE, &audio);
         notes.push(NoteRecording { path, pitch: p });
     }
     let learner = TemplateLearner { cnmf: RankOneCnmf { iterations: 100, ..Default::default() }, ..Default::default() };
@@ -86,7 +76,7 @@ fn synthetic_piece_is_transcribed_exactly() {
     // context, through the streaming file path (16-bit WAV): the same notes, and
     // activations within round-off of the unchunked fit.
     let wav = dir.path().join("piece.wav");
-    write_wav(&wav, &piece);
+    common::write_wav(&wav, RATE, &piece);
     let whole = transcriber.transcribe_file(&wav).unwrap();
     assert_eq!(whole.notes.len(), score.len());
     transcriber.chunking = Chunking { chunk_frames: 40, context_frames: 60 };

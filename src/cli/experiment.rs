@@ -1,17 +1,25 @@
-//! `sscnmf experiment`: the paper's protocol on a MAPS-layout dataset.
+//! `sscnmf experiment`: the paper's protocol on a MAPS or MAESTRO dataset.
 
 use super::*;
 
 #[derive(Args, Debug)]
 pub(super) struct ExperimentArgs {
-    /// Dataset folder in the MAPS layout.
+    /// Dataset folder: MAPS layout (<piano>/ISOL/NO, <piano>/MUS), or MAESTRO's (maestro-v*.csv inside).
     dataset: PathBuf,
-    /// Pianos (sub-folders) to test; default all.
+    /// MAPS pianos (sub-folders) to test; default all. Not for MAESTRO.
     #[arg(long, value_delimiter = ',')]
     pianos: Vec<String>,
-    /// Pianos whose templates are used; default the same as --pianos (each on every other: cross-piano).
+    /// Pianos whose templates are used; default the same as --pianos (each on every other: cross-piano),
+    /// or every piano of --templates-from.
     #[arg(long, value_delimiter = ',')]
     train_pianos: Vec<String>,
+    /// A MAPS folder whose pianos' ISOL/NO give the templates (default: the dataset itself). Required for
+    /// MAESTRO, which has no isolated notes.
+    #[arg(long, value_name = "MAPS_DIR")]
+    templates_from: Option<PathBuf>,
+    /// MAESTRO split to transcribe: train, validation or test [default: test].
+    #[arg(long, value_parser = ["train", "validation", "test"])]
+    split: Option<String>,
     /// Only matched pianos (templates of a piano on its own songs).
     #[arg(long)]
     matched_only: bool,
@@ -24,7 +32,7 @@ pub(super) struct ExperimentArgs {
     /// Seconds of each song to transcribe (and of its ground truth to score).
     #[arg(long, default_value_t = 30.0)]
     duration: f64,
-    /// Only the first N songs of each piano.
+    /// Only the first N songs of each piano (MAESTRO: of the split, in the index's order).
     #[arg(long)]
     limit: Option<usize>,
     /// Threshold raw activations as the paper did.
@@ -37,9 +45,13 @@ pub(super) struct ExperimentArgs {
     /// compares: F at the global and songwise δ, and the songs with identical notes.
     #[arg(long, conflicts_with = "exact")]
     compare_exact: bool,
-    /// Output folder for report.md and results.json (and the cache of templates and activations).
+    /// Output folder for report.md, results.json and songs.csv, and the cache of templates and
+    /// activations (<out>/cache) that a re-run or an interrupted run reuses.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Songs transcribed at a time [default: one per core].
+    #[arg(long, short = 'j', value_parser = clap::value_parser!(u64).range(1..))]
+    jobs: Option<u64>,
     /// No progress bar.
     #[arg(short, long)]
     quiet: bool,
@@ -52,6 +64,8 @@ pub(super) fn experiment(a: ExperimentArgs) -> anyhow::Result<()> {
         dataset: a.dataset.clone(),
         test_pianos: a.pianos.clone(),
         train_pianos: a.train_pianos.clone(),
+        templates_from: a.templates_from.clone(),
+        split: a.split.clone(),
         matched_only: a.matched_only,
         taus: a.tau.clone(),
         thresholds: grid,
@@ -62,20 +76,27 @@ pub(super) fn experiment(a: ExperimentArgs) -> anyhow::Result<()> {
         command_line: std::env::args().collect::<Vec<_>>().join(" "),
         cache: a.out.as_ref().map(|o| o.join("cache")),
         compare_exact: a.compare_exact,
+        jobs: a.jobs.map_or(0, |j| j as usize),
     };
     let bar = progress(0, a.quiet, "experiment");
     let report = run_experiment(&config, |done, total, what| {
         bar.set_length(total as u64);
-        bar.set_position(done as u64);
+        // Songs finish on several threads: never move the bar back.
+        if done as u64 >= bar.position() {
+            bar.set_position(done as u64);
+        }
         bar.set_message(what.to_string());
     })?;
     bar.finish_and_clear();
-    let markdown = report.to_markdown();
     if let Some(out) = &a.out {
-        std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-        sscnmf::files::write_atomically(&out.join("report.md"), markdown.as_bytes())?;
-        sscnmf::files::write_atomically(&out.join("results.json"), serde_json::to_string_pretty(&report)?.as_bytes())?;
+        report.write(out)?;
     }
-    println!("{markdown}");
-    Ok(())
+    println!("{}", report.to_markdown());
+    match report.failed_songs() {
+        0 => Ok(()),
+        n => {
+            Err(Error::invalid_input(format!("{n} song(s) failed (listed under \"Failed songs\" in the report)"))
+                .into())
+        }
+    }
 }

@@ -59,10 +59,20 @@ A note matches when the pitch is the same (within 50 cents), the onsets are with
 for the onset+offset scores, the offsets are within max(50 ms, --offset-ratio x reference duration); \
 the matching is a maximum bipartite matching, as in mir_eval.")]
     Evaluate(EvaluateArgs),
-    /// Evaluate on a MAPS-layout dataset: learn each piano's templates, transcribe its songs, sweep δ.
-    #[command(after_help = "Example:\n  sscnmf experiment ../shared/data/dev --out results/\n\n\
-Expects <DATASET>/<piano>/ISOL/NO/ (isolated notes) and <DATASET>/<piano>/MUS/ (songs with .txt or .mid \
-ground truth beside them). Writes report.md and results.json to --out.")]
+    /// Evaluate on a MAPS or MAESTRO dataset: learn each piano's templates, transcribe its songs, sweep δ.
+    #[command(after_help = "Examples:\n  \
+sscnmf experiment ../shared/data/dev --out results/\n  \
+sscnmf experiment ../shared/data/dev --matched-only --tau 5,10,20 --limit 4 --out results/\n  \
+sscnmf experiment MAPS --pianos ENSTDkCl,ENSTDkAm --train-pianos AkPnBcht --jobs 1 --out cross/\n  \
+sscnmf experiment maestro-v3.0.0 --split test --limit 20 --templates-from MAPS --train-pianos ENSTDkCl --out maestro/\n\n\
+MAPS layout: <DATASET>/<piano>/ISOL/NO/ (isolated notes, MAPS names) and <DATASET>/<piano>/MUS/ (songs with .txt \
+or .mid ground truth beside them). MAESTRO layout: <DATASET>/maestro-v*.csv (columns split, midi_filename, \
+audio_filename, ...; paths relative to <DATASET>); its songs have no isolated notes, so the templates come from \
+the pianos of a MAPS folder (--templates-from, --train-pianos).\n\n\
+Writes report.md (table 1: scores per condition; table 2: cross-piano matrix; table 3: time), results.json and \
+songs.csv to --out, and caches templates and activations in <out>/cache: re-running with another δ grid, or after \
+an interruption, reuses them. A song that fails is listed in the report and the run goes on (exit code 2 at the \
+end).")]
     Experiment(ExperimentArgs),
     /// Time each stage of a transcription, fast path against the exact (f64) reference.
     #[command(after_help = "Example:\n  sscnmf bench song.flac --templates piano.templates --duration 30\n\n\

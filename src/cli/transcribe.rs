@@ -57,12 +57,7 @@ fn expand_inputs(inputs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for input in inputs {
         if input.is_dir() {
-            let mut files: Vec<PathBuf> = std::fs::read_dir(input)
-                .map_err(|e| Error::io(input, e))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| is_audio_file(p))
-                .collect();
-            files.sort();
+            let files = sscnmf::files::sorted_entries(input, is_audio_file)?;
             if files.is_empty() {
                 bail!("{}: no audio files (wav, flac, mp3, ogg) in this folder", input.display());
             }

@@ -1,0 +1,254 @@
+//! The experiment's cache: learned templates and each song's activations,
+//! keyed by everything that shapes them and written atomically, so that a
+//! re-run (another δ grid, an interrupted run) reuses them. Each entry also
+//! records how long it took to make, for the report's timing table.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use super::dataset::Piano;
+use crate::factorization::RankOneCnmf;
+use crate::templates::{discover_maps_notes, TemplateDictionary, TemplateLearner};
+use crate::transcription::{Activations, Transcriber};
+use crate::{Error, Result};
+
+/// How a dictionary was obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LearnRecord {
+    /// Templates learned.
+    pub templates: usize,
+    /// Wall seconds the learning took (when it happened: in this run, or in
+    /// the run that filled the cache).
+    pub seconds: f64,
+    /// Cores of the machine that learned them.
+    pub cores: usize,
+    /// Whether the dictionary was loaded from the cache in this run.
+    pub from_cache: bool,
+}
+
+/// A dictionary and how it was obtained.
+#[derive(Debug, Clone)]
+pub struct LearnedTemplates {
+    /// The templates.
+    pub dictionary: TemplateDictionary,
+    /// Learning time and origin.
+    pub record: LearnRecord,
+}
+
+/// The cores this process may use (`std::thread::available_parallelism`).
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+/// The templates of `piano` (its intensity-M, no-sustain isolated notes) at
+/// `tau` with the default learning parameters: loaded from `cache` when a
+/// file learned from the same folder with the same parameters and tool
+/// version is there, else learned (and saved there with a record of the
+/// learning time beside it).
+pub fn learn_or_load(piano: &Piano, tau: usize, cache: Option<&Path>) -> Result<LearnedTemplates> {
+    let Some(isolated) = &piano.isolated_notes else {
+        return Err(Error::invalid_input(format!(
+            "piano `{}` has no ISOL/NO folder to learn templates from",
+            piano.name
+        )));
+    };
+    let learner = TemplateLearner {
+        cnmf: RankOneCnmf { tau, ..Default::default() },
+        source: isolated.display().to_string(),
+        ..Default::default()
+    };
+    let source = isolated.canonicalize().unwrap_or_else(|_| isolated.clone());
+    let cached = cache.map(|dir| {
+        dir.join(format!(
+            "{}-{:08x}-M-tau{}-it{}-beta{}-v{}.templates",
+            piano.name,
+            fnv1a(source.to_string_lossy().as_bytes(), FNV_OFFSET) as u32,
+            tau,
+            learner.cnmf.iterations,
+            learner.cnmf.beta.value(),
+            env!("CARGO_PKG_VERSION")
+        ))
+    });
+    let record_path = |p: &PathBuf| p.with_extension("templates.json");
+    if let Some(path) = cached.as_ref().filter(|p| p.is_file()) {
+        let dictionary = TemplateDictionary::load(path)?;
+        let recorded: Option<LearnRecord> =
+            std::fs::read(record_path(path)).ok().and_then(|b| serde_json::from_slice(&b).ok());
+        let record = LearnRecord {
+            templates: dictionary.pitches.len(),
+            from_cache: true,
+            ..recorded.unwrap_or(LearnRecord { templates: 0, seconds: f64::NAN, cores: 0, from_cache: true })
+        };
+        return Ok(LearnedTemplates { dictionary, record });
+    }
+    let started = Instant::now();
+    let notes = discover_maps_notes(isolated, Some("M"), Some(0))?;
+    let dictionary = learner.learn(&notes, |_| {})?;
+    let record = LearnRecord {
+        templates: dictionary.pitches.len(),
+        seconds: started.elapsed().as_secs_f64(),
+        cores: cores(),
+        from_cache: false,
+    };
+    if let Some(path) = &cached {
+        let dir = path.parent().expect("in a folder");
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        dictionary.save(path)?;
+        let json = serde_json::to_vec_pretty(&record).map_err(|e| Error::internal(format!("learn record: {e}")))?;
+        crate::files::write_atomically(&record_path(path), &json)?;
+    }
+    Ok(LearnedTemplates { dictionary, record })
+}
+
+/// FNV-1a, 64 bits: a stable digest for cache keys (std's hasher may change
+/// between Rust releases; this is five lines and needs no crate).
+fn fnv1a(bytes: &[u8], mut hash: u64) -> u64 {
+    for &b in bytes {
+        hash = (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01B3);
+    }
+    hash
+}
+
+const FNV_OFFSET: u64 = 0xCBF2_9CE4_8422_2325;
+
+/// Everything that shapes a song's activations, as text: the audio file
+/// (path, size, modification time), the decoding, the regression settings,
+/// a digest of the templates and the tool's version.
+fn activation_key(transcriber: &Transcriber, audio: &Path) -> Result<String> {
+    let meta = std::fs::metadata(audio).map_err(|e| Error::io(audio, e))?;
+    let modified = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+    let d = transcriber.dictionary();
+    let bytes: Vec<u8> = d.templates.data.iter().flat_map(|x| x.to_le_bytes()).collect();
+    let digest = fnv1a(&d.pitches, fnv1a(&bytes, FNV_OFFSET));
+    Ok(format!(
+        "audio={} size={} modified={:?} decode={:?} chunking={:?} regression={} stft={:?} templates={digest:016x} version={}",
+        audio.display(),
+        meta.len(),
+        modified,
+        transcriber.decode,
+        transcriber.chunking,
+        transcriber.regression.settings_key(),
+        d.params.stft,
+        env!("CARGO_PKG_VERSION")
+    ))
+}
+
+/// A song's activations and how they were obtained.
+#[derive(Debug, Clone)]
+pub struct SongActivations {
+    /// The activations.
+    pub activations: Activations,
+    /// Seconds of audio they cover.
+    pub audio_seconds: f64,
+    /// Wall seconds the transcription took (in this run, or as recorded by
+    /// the run that filled the cache).
+    pub seconds: f64,
+    /// Whether they were read from the cache in this run.
+    pub from_cache: bool,
+}
+
+/// The activations of `audio`, from `cache` (a folder) when an entry made
+/// with exactly the same key is there, else computed and stored there. An
+/// entry is written atomically, so an interrupted run never leaves one
+/// half-written; an entry that does not parse or whose key differs is
+/// recomputed.
+pub fn cached_activations(transcriber: &Transcriber, audio: &Path, cache: Option<&Path>) -> Result<SongActivations> {
+    let compute = || -> Result<SongActivations> {
+        let started = Instant::now();
+        let t = transcriber.transcribe_file(audio)?;
+        Ok(SongActivations {
+            activations: t.activations,
+            audio_seconds: t.audio_seconds,
+            seconds: started.elapsed().as_secs_f64(),
+            from_cache: false,
+        })
+    };
+    let Some(dir) = cache else {
+        return compute();
+    };
+    let key = activation_key(transcriber, audio)?;
+    let path = dir.join("activations").join(format!("{:016x}.safetensors", fnv1a(key.as_bytes(), FNV_OFFSET)));
+    if let Some(hit) = std::fs::read(&path).ok().and_then(|bytes| read_activations(&bytes, &key)) {
+        return Ok(hit);
+    }
+    let computed = compute()?;
+    let folder = path.parent().expect("in a folder");
+    std::fs::create_dir_all(folder).map_err(|e| Error::io(folder, e))?;
+    crate::files::write_atomically(&path, &write_activations(&computed, &key)?)?;
+    Ok(computed)
+}
+
+fn write_activations(s: &SongActivations, key: &str) -> Result<Vec<u8>> {
+    use safetensors::tensor::{serialize, Dtype, TensorView};
+    let a = &s.activations;
+    let bytes: Vec<u8> = a.values.data.iter().flat_map(|x| x.to_le_bytes()).collect();
+    // Column-major K × N is row-major N × K.
+    let view = TensorView::new(Dtype::F64, vec![a.values.cols, a.values.rows], &bytes)
+        .map_err(|e| Error::internal(format!("activations tensor: {e}")))?;
+    let meta: std::collections::HashMap<String, String> = [
+        ("key".to_string(), key.to_string()),
+        ("pitches".to_string(), serde_json::to_string(&a.pitches).expect("integers")),
+        ("hop_seconds".to_string(), format!("{:e}", a.hop_seconds)),
+        ("start_seconds".to_string(), format!("{:e}", a.start_seconds)),
+        ("audio_seconds".to_string(), format!("{:e}", s.audio_seconds)),
+        ("transcribe_seconds".to_string(), format!("{:e}", s.seconds)),
+    ]
+    .into_iter()
+    .collect();
+    let bytes =
+        serialize([("activations", view)], &Some(meta)).map_err(|e| Error::internal(format!("activations: {e}")))?;
+    crate::files::canonical_safetensors(bytes)
+}
+
+fn read_activations(bytes: &[u8], key: &str) -> Option<SongActivations> {
+    let (_, meta) = safetensors::SafeTensors::read_metadata(bytes).ok()?;
+    let meta = meta.metadata().as_ref()?;
+    if meta.get("key").map(String::as_str) != Some(key) {
+        return None;
+    }
+    let number = |name: &str| meta.get(name)?.parse::<f64>().ok();
+    let pitches: Vec<u8> = serde_json::from_str(meta.get("pitches")?).ok()?;
+    let (hop_seconds, start_seconds) = (number("hop_seconds")?, number("start_seconds")?);
+    let tensors = safetensors::SafeTensors::deserialize(bytes).ok()?;
+    let view = tensors.tensor("activations").ok()?;
+    let (&[cols, rows], safetensors::Dtype::F64) = (view.shape(), view.dtype()) else {
+        return None;
+    };
+    if rows != pitches.len() {
+        return None;
+    }
+    let data: Vec<f64> =
+        view.data().chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes"))).collect();
+    let values = crate::factorization::Matrix::from_column_major(rows, cols, data).ok()?;
+    Some(SongActivations {
+        activations: Activations { values, pitches, hop_seconds, start_seconds },
+        audio_seconds: number("audio_seconds")?,
+        seconds: number("transcribe_seconds")?,
+        from_cache: true,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cached_activations_round_trip_and_check_their_key() {
+        let mut values = crate::factorization::Matrix::zeros(3, 5);
+        values.set(1, 4, 0.25);
+        values.set(2, 0, 1.0 / 3.0);
+        let a = Activations { values, pitches: vec![60, 62, 64], hop_seconds: 0.02, start_seconds: 1.5 };
+        let s = SongActivations { activations: a.clone(), audio_seconds: 0.1, seconds: 2.5, from_cache: false };
+        let bytes = write_activations(&s, "key one").unwrap();
+        let back = read_activations(&bytes, "key one").unwrap();
+        assert_eq!(back.activations.values, a.values);
+        assert_eq!((back.activations.pitches, back.activations.hop_seconds), (a.pitches.clone(), 0.02));
+        assert_eq!((back.activations.start_seconds, back.audio_seconds, back.seconds), (1.5, 0.1, 2.5));
+        assert!(back.from_cache);
+        assert!(read_activations(&bytes, "key two").is_none());
+        assert!(read_activations(&bytes[..bytes.len() - 1], "key one").is_none());
+        assert!(read_activations(b"", "key one").is_none());
+    }
+}

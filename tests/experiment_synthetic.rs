@@ -1,0 +1,266 @@
+//! The experiment on a synthetic dataset it writes itself, in the MAPS
+//! layout: two pianos of three pitches each (decaying harmonic tones of two
+//! timbres), three short songs per piano with their MAPS .txt, and one song
+//! that cannot be decoded. Checks that the tables are what their definitions
+//! say (global δ = argmax of the mean F, songwise = mean of each song's
+//! max, the cross-piano matrix), that the scores do not depend on `jobs`,
+//! that a second run is served by the cache, that the broken song is
+//! reported while the others go on, and that a MAESTRO-layout folder of the
+//! same songs gives the same scores with templates from the MAPS folder.
+
+use std::path::Path;
+
+mod common;
+
+use sscnmf::evaluation::evaluate;
+use sscnmf::experiments::{
+    learn_or_load, reference_excerpt, run_experiment, ExperimentConfig, Piano, Report, SongResult,
+};
+use sscnmf::notes::{read_notes, write_notes, Note, NoteFormat};
+use sscnmf::transcription::{OnsetDetector, Transcriber};
+
+const RATE: u32 = 44100;
+const PITCHES: [u8; 3] = [60, 64, 67];
+const PIANOS: [&str; 2] = ["PianoA", "PianoB"];
+
+/// A decaying harmonic tone; the two pianos differ in their harmonics and
+/// decay.
+fn tone(piano: usize, pitch: u8, seconds: f64) -> Vec<f32> {
+    let f0 = 440.0 * 2f64.powf((f64::from(pitch) - 69.0) / 12.0);
+    let (decay, rolloff) = [(0.6, 1.0), (0.3, 2.5)][piano];
+    let n = (seconds * f64::from(RATE)) as usize;
+    (0..n)
+        .map(|i| {
+            let t = i as f64 / f64::from(RATE);
+            let release = ((seconds - t) / 0.01).min(1.0);
+            let env = (t / 0.005).min(1.0) * (-t / decay).exp() * release;
+            let s: f64 = (1..=6)
+                .map(|h| (2.0 * std::f64::consts::PI * f0 * h as f64 * t).sin() / (h as f64).powf(rolloff))
+                .sum();
+            (0.1 * env * s) as f32
+        })
+        .collect()
+}
+
+/// The songs' scores: (onset, pitch, gain); every note lasts 0.5 s. Onsets
+/// are whole 10 ms so that MIDI (0.1 ms ticks) stores them exactly. The
+/// quiet notes (a fraction of the loudest) are lost at large δ, and each
+/// song has its own balance, so that songs prefer different δ.
+const SONGS: [&[(f64, u8, f32)]; 3] = [
+    &[(0.3, 60, 1.0), (0.8, 64, 0.3), (1.3, 67, 0.5), (1.8, 60, 0.2), (1.8, 67, 1.0)],
+    &[(0.2, 67, 1.0), (0.6, 64, 0.12), (1.0, 60, 0.8), (1.0, 64, 0.15), (1.6, 67, 0.6), (2.0, 60, 0.1)],
+    &[(0.4, 64, 0.4), (0.4, 67, 0.4), (1.2, 60, 1.0), (1.7, 64, 0.25), (1.74, 67, 0.35), (2.1, 67, 0.07)],
+];
+
+fn song_notes(score: &[(f64, u8, f32)]) -> Vec<Note> {
+    score.iter().map(|&(onset, pitch, _)| Note { onset, offset: onset + 0.5, pitch, velocity: 64 }).collect()
+}
+
+/// `<dir>/<piano>/ISOL/NO` and `<dir>/<piano>/MUS`, plus a broken song in
+/// PianoB.
+fn write_maps_dataset(dir: &Path) {
+    for (p, name) in PIANOS.iter().enumerate() {
+        let isol = dir.join(name).join("ISOL/NO");
+        let mus = dir.join(name).join("MUS");
+        std::fs::create_dir_all(&isol).unwrap();
+        std::fs::create_dir_all(&mus).unwrap();
+        for pitch in PITCHES {
+            let mut audio = vec![0.0f32; RATE as usize / 5];
+            audio.extend(tone(p, pitch, 1.5));
+            common::write_wav(&isol.join(format!("MAPS_ISOL_NO_M_S0_M{pitch}_{name}.wav")), RATE, &audio);
+        }
+        for (s, score) in SONGS.iter().enumerate() {
+            let mut audio = vec![0.0f32; (2.8 * f64::from(RATE)) as usize];
+            for &(onset, pitch, gain) in *score {
+                let start = (onset * f64::from(RATE)).round() as usize;
+                for (i, x) in tone(p, pitch, 0.5).into_iter().enumerate() {
+                    audio[start + i] += gain * x;
+                }
+            }
+            let stem = mus.join(format!("MAPS_MUS-song{s}_{name}"));
+            common::write_wav(&stem.with_extension("wav"), RATE, &audio);
+            write_notes(&stem.with_extension("txt"), &song_notes(score), NoteFormat::MapsTxt).unwrap();
+        }
+    }
+    let broken = dir.join("PianoB/MUS/MAPS_MUS-broken_PianoB");
+    std::fs::write(broken.with_extension("wav"), b"RIFF\x10\x00\x00\x00WAVEjunk that is not audio").unwrap();
+    write_notes(&broken.with_extension("txt"), &song_notes(SONGS[0]), NoteFormat::MapsTxt).unwrap();
+}
+
+fn config(dataset: &Path, cache: &Path, jobs: usize) -> ExperimentConfig {
+    ExperimentConfig {
+        thresholds: "0.05:0.05:0.40".parse().unwrap(),
+        cache: Some(cache.to_path_buf()),
+        command_line: "synthetic".into(),
+        jobs,
+        ..ExperimentConfig::new(dataset)
+    }
+}
+
+fn run(config: &ExperimentConfig) -> Report {
+    run_experiment(config, |done, total, _| assert!(done <= total)).unwrap()
+}
+
+fn files_in(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |d| d.filter_map(|e| e.ok()).map(|e| files_in(&e.path()).max(1)).sum())
+}
+
+/// The grid index of the best mean F over `songs`, computed directly.
+fn argmax_of_mean(songs: &[SongResult], n: usize) -> usize {
+    let mean = |i: usize| songs.iter().map(|s| s.onset[i].f_measure).sum::<f64>() / songs.len() as f64;
+    let mut best = 0;
+    for i in 1..n {
+        if mean(i) > mean(best) + 1e-12 {
+            best = i;
+        }
+    }
+    best
+}
+
+#[test]
+fn synthetic_maps_experiment_tables_cache_and_failures() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("maps");
+    write_maps_dataset(&data);
+    let cache = root.path().join("cache");
+    let report = run(&config(&data, &cache, 2));
+    let grid = &report.thresholds;
+    assert_eq!(grid.len(), 8);
+
+    // Every piano's templates on every piano's songs, in order.
+    let names: Vec<(&str, &str)> =
+        report.conditions.iter().map(|c| (c.train_piano.as_str(), c.test_piano.as_str())).collect();
+    assert_eq!(names, [("PianoA", "PianoA"), ("PianoA", "PianoB"), ("PianoB", "PianoA"), ("PianoB", "PianoB")]);
+    let tables = report.cross_piano();
+    assert_eq!(tables.len(), 1);
+    assert_eq!((tables[0].method.as_str(), tables[0].tau), ("cnmf", 10));
+    assert_eq!(tables[0].train, ["PianoA", "PianoB"]);
+    assert_eq!(tables[0].test, ["PianoA", "PianoB"]);
+    assert_eq!(tables[0].cells, [[Some(0), Some(1)], [Some(2), Some(3)]]);
+
+    for c in &report.conditions {
+        assert_eq!(c.method, "cnmf");
+        assert_eq!(c.songs.len(), 3, "{} on {}", c.train_piano, c.test_piano);
+        assert_eq!(c.templates.templates, 3);
+        assert!(!c.templates.from_cache && c.songs.iter().all(|s| !s.from_cache));
+        // The global δ is the argmax of the mean F; the global scores are the
+        // means there; songwise is the mean of each song's best.
+        let g = argmax_of_mean(&c.songs, grid.len());
+        assert_eq!(c.global_index, g);
+        let n = c.songs.len() as f64;
+        let mean_at = |f: &dyn Fn(&SongResult) -> f64| c.songs.iter().map(f).sum::<f64>() / n;
+        assert!((c.global.f_measure - mean_at(&|s| s.onset[g].f_measure)).abs() < 1e-12);
+        assert!((c.global.precision - mean_at(&|s| s.onset[g].precision)).abs() < 1e-12);
+        assert!((c.global_onset_offset_f - mean_at(&|s| s.onset_offset_f[g])).abs() < 1e-12);
+        let max_f = |s: &SongResult| s.onset.iter().map(|p| p.f_measure).fold(0.0, f64::max);
+        assert!((c.songwise.f_measure - mean_at(&max_f)).abs() < 1e-12);
+        // The songs prefer different δ (the quiet notes), so no one δ is
+        // best for all of them.
+        assert!(c.songwise.f_measure > c.global.f_measure + 0.01, "{} on {}", c.train_piano, c.test_piano);
+        // Failures are kept apart: only PianoB's broken song, with its file named.
+        if c.test_piano == "PianoB" {
+            assert_eq!(c.failed.len(), 1);
+            assert_eq!(c.failed[0].song, "MAPS_MUS-broken_PianoB");
+            assert!(c.failed[0].error.contains("MAPS_MUS-broken_PianoB.wav"), "{}", c.failed[0].error);
+        } else {
+            assert!(c.failed.is_empty());
+        }
+    }
+    // The synthetic pianos are easy on their own templates.
+    assert!(report.conditions[0].songwise.f_measure >= 0.8, "{:?}", report.conditions[0].songwise);
+    assert!(report.conditions[3].songwise.f_measure >= 0.8, "{:?}", report.conditions[3].songwise);
+
+    // A song's sweep is what the onset rule and the evaluation give at each δ.
+    let pianos: Vec<Piano> = sscnmf::experiments::discover_maps_dataset(&data).unwrap();
+    let transcriber = Transcriber::new(learn_or_load(&pianos[0], 10, Some(&cache)).unwrap().dictionary).unwrap();
+    let song = &pianos[0].songs[1];
+    let activations = transcriber.transcribe_file(&song.audio).unwrap().activations;
+    let reference = reference_excerpt(&read_notes(&song.reference).unwrap(), 30.0);
+    let result = &report.conditions[0].songs[1];
+    assert_eq!((result.song.as_str(), result.n_reference), ("MAPS_MUS-song1_PianoA", 6));
+    for (i, &delta) in grid.iter().enumerate() {
+        let notes = OnsetDetector { threshold: delta, ..Default::default() }.detect(&activations);
+        let e = evaluate(&reference, &notes, 0.05, 0.2);
+        assert_eq!(result.onset[i].f_measure, e.onset.f_measure, "δ = {delta}");
+        assert_eq!(result.onset_offset_f[i], e.onset_offset.f_measure, "δ = {delta}");
+    }
+
+    // The outputs: tables, per-song CSV, failed songs.
+    let out = root.path().join("out");
+    report.write(&out).unwrap();
+    let markdown = std::fs::read_to_string(out.join("report.md")).unwrap();
+    for needle in ["## Table 1", "Onset + offset F1 (global)", "## Table 2", "## Table 3", "## Failed songs"] {
+        assert!(markdown.contains(needle), "`{needle}` not in the report:\n{markdown}");
+    }
+    let csv = std::fs::read_to_string(out.join("songs.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 4 * 3);
+    let row: Vec<&str> = csv.lines().nth(2).unwrap().split(',').collect();
+    assert_eq!(&row[..5], ["cnmf", "PianoA", "PianoA", "10", "MAPS_MUS-song1_PianoA"]);
+    assert_eq!(row[9].parse::<f64>().unwrap(), result.onset[report.conditions[0].global_index].f_measure);
+    assert_eq!(row[15].parse::<f64>().unwrap(), result.onset[result.best_index()].f_measure);
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    assert_eq!(json["conditions"][1]["failed"][0]["song"], "MAPS_MUS-broken_PianoB");
+
+    // One song at a time, on a cold cache of its own: the same report, to
+    // the byte, once the timings are zeroed.
+    let serial = run(&config(&data, &root.path().join("cache-serial"), 1));
+    let zeroed = |r: &Report| {
+        let r = r.with_timings_zeroed();
+        (r.to_markdown(), serde_json::to_string(&r).unwrap(), r.songs_csv())
+    };
+    assert_eq!(zeroed(&serial), zeroed(&report));
+
+    // A second run is served by the cache: nothing new is written and every
+    // song and dictionary says it came from there, with the same scores.
+    let cached_files = files_in(&cache);
+    assert_eq!(cached_files, 2 * 2 + 4 * 3, "2 dictionaries with their records, 12 songs' activations");
+    let again = run(&config(&data, &cache, 2));
+    assert_eq!(files_in(&cache), cached_files);
+    for (a, b) in again.conditions.iter().zip(&report.conditions) {
+        assert!(a.templates.from_cache && a.songs.iter().all(|s| s.from_cache));
+        assert_eq!(a.templates.seconds, b.templates.seconds, "the recorded learning time");
+        for (x, y) in a.songs.iter().zip(&b.songs) {
+            assert_eq!(x.onset, y.onset);
+            assert_eq!(x.seconds, y.seconds, "the recorded transcription time");
+        }
+    }
+    assert!(again.to_markdown().contains("cached (recorded"));
+
+    // The same songs in the MAESTRO layout (MIDI references, a CSV index
+    // with a quoted title, two splits), templates from the MAPS folder.
+    let maestro = root.path().join("maestro");
+    std::fs::create_dir_all(maestro.join("2004")).unwrap();
+    let mut index =
+        String::from("canonical_composer,canonical_title,split,year,midi_filename,audio_filename,duration\n");
+    for (s, piano_song) in pianos[0].songs.iter().enumerate() {
+        let stem = format!("2004/song{s}");
+        std::fs::copy(&piano_song.audio, maestro.join(format!("{stem}.wav"))).unwrap();
+        write_notes(
+            &maestro.join(format!("{stem}.midi")),
+            &read_notes(&piano_song.reference).unwrap(),
+            NoteFormat::Midi,
+        )
+        .unwrap();
+        let split = if s == 2 { "train" } else { "test" };
+        index.push_str(&format!("Synth,\"Song {s}, in C\",{split},2004,{stem}.midi,{stem}.wav,2.8\n"));
+    }
+    std::fs::write(maestro.join("maestro-v3.0.0.csv"), index).unwrap();
+    let mut maestro_config = config(&maestro, &cache, 2);
+    let err = run_experiment(&maestro_config, |_, _, _| {}).unwrap_err().to_string();
+    assert!(err.contains("--templates-from") && err.contains("maestro"), "{err}");
+    maestro_config.templates_from = Some(data.clone());
+    maestro_config.train_pianos = vec!["PianoA".into()];
+    let on_maestro = run(&maestro_config);
+    assert!(on_maestro.layout.contains("MAESTRO") && on_maestro.layout.contains("split test"), "{}", on_maestro.layout);
+    assert_eq!(on_maestro.conditions.len(), 1);
+    let c = &on_maestro.conditions[0];
+    assert_eq!((c.train_piano.as_str(), c.test_piano.as_str()), ("PianoA", "maestro-test"));
+    assert!(c.templates.from_cache, "PianoA's templates are reused");
+    assert_eq!(c.songs.iter().map(|s| s.song.as_str()).collect::<Vec<_>>(), ["song0", "song1"]);
+    for (x, y) in c.songs.iter().zip(&report.conditions[0].songs) {
+        assert_eq!(x.onset, y.onset, "{} against {}", x.song, y.song);
+    }
+    maestro_config.split = Some("train".into());
+    maestro_config.song_limit = Some(1);
+    assert_eq!(run(&maestro_config).conditions[0].songs.len(), 1);
+}
