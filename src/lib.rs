@@ -14,6 +14,7 @@
 // index loops are clearer there than iterator chains.
 #![allow(clippy::needless_range_loop)]
 
+pub mod attack_decay;
 pub mod audio;
 pub mod error;
 pub mod evaluation;

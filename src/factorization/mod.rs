@@ -55,6 +55,7 @@
 //! beta-divergence", ICASSP 2019. H. Wu, A. Marmoret & J. E. Cohen,
 //! "Semi-Supervised Convolutive NMF for Automatic Music Transcription", SMC 2022.
 
+pub mod attack_decay;
 pub mod kernels;
 pub mod rank_one;
 pub mod rank_one_kl;

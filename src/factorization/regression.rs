@@ -194,17 +194,8 @@ impl ConvolutiveRegression {
             m = spectrogram.clone();
             templates
         };
-        for t in 0..n {
-            let col = m.col_mut(t);
-            if col.iter().all(|&x| x < self.silence_floor) {
-                col.iter_mut().for_each(|x| *x = self.silence_floor);
-            } else {
-                col.iter_mut().filter(|x| **x < SPECTROGRAM_FLOOR).for_each(|x| *x = 0.0);
-            }
-        }
-        let mut rng = SplitMix64::skipped(self.seed, (first_frame as u64).wrapping_mul(k as u64));
-        let h0: Vec<f64> = (0..k * n).map(|_| rng.next_unit()).collect();
-        let h0 = Matrix { rows: k, cols: n, data: h0 };
+        floor_silent_frames(&mut m, self.silence_floor);
+        let h0 = random_activations(self.seed, k, n, first_frame);
         match self.precision {
             Precision::Exact => self.run(&m, &templates.map(|x| x as f64), h0),
             Precision::Fast => {
@@ -303,6 +294,28 @@ impl ConvolutiveRegression {
         info.iteration_seconds = started.elapsed().as_secs_f64();
         finite(h, info)
     }
+}
+
+/// Sets every frame whose bins are all below `silence_floor` to that value
+/// everywhere (the authors' floor), and values below [`SPECTROGRAM_FLOOR`]
+/// elsewhere to exactly zero.
+pub fn floor_silent_frames(m: &mut Matrix<f64>, silence_floor: f64) {
+    for t in 0..m.cols {
+        let col = m.col_mut(t);
+        if col.iter().all(|&x| x < silence_floor) {
+            col.iter_mut().for_each(|x| *x = silence_floor);
+        } else {
+            col.iter_mut().filter(|x| **x < SPECTROGRAM_FLOOR).for_each(|x| *x = 0.0);
+        }
+    }
+}
+
+/// The seeded random initial activations (K × N, uniform in (0, 1]) of
+/// frames `first_frame ..` of a recording: the stretch of the stream the
+/// whole recording's would hold there, so that chunks agree with the whole.
+pub fn random_activations(seed: u64, k: usize, n: usize, first_frame: usize) -> Matrix<f64> {
+    let mut rng = SplitMix64::skipped(seed, (first_frame as u64).wrapping_mul(k as u64));
+    Matrix { rows: k, cols: n, data: (0..k * n).map(|_| rng.next_unit()).collect() }
 }
 
 /// The activations, unless some are not finite.
