@@ -129,7 +129,10 @@ impl Model {
 
     /// Whether `method` can run on this model.
     pub fn supports(&self, method: Method) -> bool {
-        matches!((self, method), (Model::Templates(_), Method::Cnmf | Method::Nmf) | (Model::AttackDecay(_), Method::AttackDecay))
+        matches!(
+            (self, method),
+            (Model::Templates(_), Method::Cnmf | Method::Nmf) | (Model::AttackDecay(_), Method::AttackDecay)
+        )
     }
 
     fn describe(&self) -> &'static str {
