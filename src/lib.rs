@@ -7,7 +7,7 @@
 //! The pipeline, one module per stage, data flowing one way:
 //!
 //! [`audio`] → [`spectrogram`] → [`factorization`] → [`templates`] →
-//! [`transcription`] (activations → notes) → [`notes`] (MIDI, CSV, MAPS txt) →
+//! [`attack_decay`] (a baseline's model) → [`transcription`] (activations → notes) → [`notes`] (MIDI, CSV, MAPS txt) →
 //! [`evaluation`] → [`experiments`].
 
 // Numerical loops read like the formulas they implement (W[f,i,q], H[q,t−i]);

@@ -509,7 +509,9 @@ fn spectra_as_dictionary(model: &AttackDecayModel) -> Result<TemplateDictionary>
 /// iterations; the context keeps the cut's effect out of the kept frames
 /// (measured in BENCHMARKS.md and tested in `tests/chunking.rs`).
 /// Recordings of at most `chunk_frames + context_frames` frames are fitted
-/// whole.
+/// whole. The attack/decay model couples frames through its decays, which
+/// run on past the context: its chunked activations differ from a whole
+/// fit near the cuts by what a note decayed over 2 s still holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Chunking {
     /// Frames kept from each chunk. Default 1500 (30 s at a 20 ms hop).
