@@ -46,28 +46,44 @@ fn mix(into: &mut [f32], at_seconds: f64, samples: &[f32]) {
     }
 }
 
+const PITCHES: [u8; 6] = [48, 55, 60, 64, 67, 72];
+
+/// The piece: a melody over a held chord, with a repeated note.
+const SCORE: &[(f64, u8)] = &[(0.5, 48), (0.5, 64), (1.0, 60), (1.5, 67), (2.0, 72), (2.0, 55), (2.6, 60), (3.2, 64)];
+
+/// One isolated-note WAV per pitch of [`PITCHES`] in `dir`: 0.5 s of silence, then 2 s of the tone.
+fn isolated_notes(dir: &Path) -> Vec<NoteRecording> {
+    PITCHES
+        .iter()
+        .map(|&p| {
+            let mut audio = vec![0.0f32; (0.5 * f64::from(RATE)) as usize];
+            audio.extend(tone(p, 2.0));
+            let path = dir.join(format!("note{p}.wav"));
+            write_wav(&path, &audio);
+            NoteRecording { path, pitch: p }
+        })
+        .collect()
+}
+
+/// [`SCORE`] played with the same tones, 5 s.
+fn piece() -> Vec<f32> {
+    let mut piece = vec![0.0f32; 5 * RATE as usize];
+    for &(onset, pitch) in SCORE {
+        mix(&mut piece, onset, &tone(pitch, 1.2));
+    }
+    piece
+}
+
 #[test]
 fn synthetic_piece_is_transcribed_exactly() {
     let dir = tempfile::tempdir().unwrap();
-    let pitches = [48u8, 55, 60, 64, 67, 72];
-    let mut notes = Vec::new();
-    for &p in &pitches {
-        let mut audio = vec![0.0f32; (0.5 * f64::from(RATE)) as usize];
-        audio.extend(tone(p, 2.0));
-        let path = dir.path().join(format!("note{p}.wav"));
-        write_wav(&path, &audio);
-        notes.push(NoteRecording { path, pitch: p });
-    }
+    let notes = isolated_notes(dir.path());
     let learner = TemplateLearner { cnmf: RankOneCnmf { iterations: 100, ..Default::default() }, ..Default::default() };
     let dictionary = learner.learn(&notes, |_| {}).unwrap();
-    assert_eq!(dictionary.pitches, pitches.to_vec());
+    assert_eq!(dictionary.pitches, PITCHES.to_vec());
 
-    // The piece: a melody over a held chord, with a repeated note.
-    let score: &[(f64, u8)] = &[(0.5, 48), (0.5, 64), (1.0, 60), (1.5, 67), (2.0, 72), (2.0, 55), (2.6, 60), (3.2, 64)];
-    let mut piece = vec![0.0f32; 5 * RATE as usize];
-    for &(onset, pitch) in score {
-        mix(&mut piece, onset, &tone(pitch, 1.2));
-    }
+    let score = SCORE;
+    let piece = piece();
     let mut transcriber = Transcriber::new(dictionary).unwrap();
     // The tones ring on past the 200 ms templates, which gives small
     // secondary activations τ frames after each onset; δ = 0.25 is above them
@@ -108,20 +124,9 @@ fn synthetic_piece_is_transcribed_exactly() {
 #[test]
 fn baselines_transcribe_the_synthetic_piece() {
     let dir = tempfile::tempdir().unwrap();
-    let pitches = [48u8, 55, 60, 64, 67, 72];
-    let mut notes = Vec::new();
-    for &p in &pitches {
-        let mut audio = vec![0.0f32; (0.5 * f64::from(RATE)) as usize];
-        audio.extend(tone(p, 2.0));
-        let path = dir.path().join(format!("note{p}.wav"));
-        write_wav(&path, &audio);
-        notes.push(NoteRecording { path, pitch: p });
-    }
-    let score: &[(f64, u8)] = &[(0.5, 48), (0.5, 64), (1.0, 60), (1.5, 67), (2.0, 72), (2.0, 55), (2.6, 60), (3.2, 64)];
-    let mut piece = vec![0.0f32; 5 * RATE as usize];
-    for &(onset, pitch) in score {
-        mix(&mut piece, onset, &tone(pitch, 1.2));
-    }
+    let notes = isolated_notes(dir.path());
+    let score = SCORE;
+    let piece = piece();
     // Compared pitch by pitch: onsets a frame early may reorder simultaneous notes.
     let by_pitch = |a: &(f64, u8), b: &(f64, u8)| a.1.cmp(&b.1).then(a.0.total_cmp(&b.0));
     let mut expected: Vec<(f64, u8)> = score.to_vec();
