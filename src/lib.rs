@@ -7,13 +7,14 @@
 //! The pipeline, one module per stage, data flowing one way:
 //!
 //! [`audio`] → [`spectrogram`] → [`factorization`] → [`templates`] →
-//! [`transcription`] (activations → notes) → [`notes`] (MIDI, CSV, MAPS txt) →
+//! [`attack_decay`] (a baseline's model) → [`transcription`] (activations → notes) → [`notes`] (MIDI, CSV, MAPS txt) →
 //! [`evaluation`] → [`experiments`].
 
 // Numerical loops read like the formulas they implement (W[f,i,q], H[q,t−i]);
 // index loops are clearer there than iterator chains.
 #![allow(clippy::needless_range_loop)]
 
+pub mod attack_decay;
 pub mod audio;
 pub mod error;
 pub mod evaluation;

@@ -93,26 +93,8 @@ impl TemplateDictionary {
             .map_err(|e| Error::internal(format!("templates tensor: {e}")))?;
         let pitches = TensorView::new(Dtype::U8, vec![self.pitches.len()], &self.pitches)
             .map_err(|e| Error::internal(format!("pitches tensor: {e}")))?;
-        let p = &self.params;
-        let missing = self.missing_pitches();
-        let meta: HashMap<String, String> = [
-            ("format", FORMAT_NAME.to_string()),
-            ("format_version", FORMAT_VERSION.to_string()),
-            ("sample_rate", p.stft.sample_rate.to_string()),
-            ("n_fft", p.stft.n_fft.to_string()),
-            ("win_length", p.stft.win_length.to_string()),
-            ("hop_length", p.stft.hop_length.to_string()),
-            ("window", "hann".to_string()),
-            ("tau", t.tau.to_string()),
-            ("beta", p.beta.to_string()),
-            ("iterations", p.iterations.to_string()),
-            ("tool_version", p.tool_version.clone()),
-            ("source", p.source.clone()),
-            ("missing_pitches", serde_json::to_string(&missing).expect("list of integers")),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
+        let mut meta = model_metadata(FORMAT_NAME, FORMAT_VERSION, &self.params, &self.pitches);
+        meta.insert("tau".to_string(), t.tau.to_string());
         let bytes = serialize([("pitches", pitches), ("templates", templates)], &Some(meta))
             .map_err(|e| Error::internal(format!("serialising templates: {e}")))?;
         crate::files::canonical_safetensors(bytes)
@@ -120,48 +102,21 @@ impl TemplateDictionary {
 
     /// Parses and validates a dictionary from safetensors bytes.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
-        use safetensors::tensor::{Dtype, SafeTensors};
+        use safetensors::tensor::Dtype;
         let bad = |msg: String| Error::new(ErrorKind::Templates, msg);
-        let st = SafeTensors::deserialize(bytes).map_err(|e| bad(format!("not a valid templates file ({e})")))?;
-        let (_, header) =
-            SafeTensors::read_metadata(bytes).map_err(|e| bad(format!("not a valid templates file ({e})")))?;
-        let meta = header.metadata().clone().unwrap_or_default();
-        let get =
-            |key: &str| meta.get(key).ok_or_else(|| bad(format!("not a templates file: metadata `{key}` is missing")));
-        if get("format")? != FORMAT_NAME {
-            return Err(bad(format!("not a templates file (format `{}`)", get("format")?)));
-        }
-        let version: u32 = get("format_version")?.parse().map_err(|_| bad("bad format_version".into()))?;
-        if version != FORMAT_VERSION {
-            return Err(bad(format!(
-                "templates format version {version} is not supported by this sscnmf (reads version {FORMAT_VERSION})"
-            )));
-        }
-        let num = |key: &str| -> Result<usize> {
-            get(key)?.parse::<usize>().map_err(|_| bad(format!("metadata `{key}` is not a whole number")))
-        };
-        let stft = StftConfig {
-            sample_rate: num("sample_rate")? as u32,
-            n_fft: num("n_fft")?,
-            win_length: num("win_length")?,
-            hop_length: num("hop_length")?,
-        };
-        stft.validate().map_err(|e| bad(format!("invalid STFT settings in metadata: {}", e.message())))?;
-        if get("window")? != "hann" {
-            return Err(bad(format!("unsupported window `{}`", get("window")?)));
-        }
-        let beta: f64 = get("beta")?.parse().map_err(|_| bad("metadata `beta` is not a number".into()))?;
-        let tau_meta = num("tau")?;
+        let (st, meta) = open_model_file(bytes, FORMAT_NAME, FORMAT_VERSION, "templates file")?;
+        let params = read_model_params(&meta)?;
+        let stft = params.stft.clone();
+        let tau_meta: usize = meta
+            .get("tau")
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| bad("metadata `tau` is missing or not a whole number".into()))?;
 
-        let pitches_view = st.tensor("pitches").map_err(|_| bad("tensor `pitches` is missing".into()))?;
+        let pitches = read_pitches(&st)?;
         let templates_view = st.tensor("templates").map_err(|_| bad("tensor `templates` is missing".into()))?;
-        if pitches_view.dtype() != Dtype::U8 || pitches_view.shape().len() != 1 {
-            return Err(bad("tensor `pitches` must be U8 of shape [K]".into()));
-        }
         if templates_view.dtype() != Dtype::F32 || templates_view.shape().len() != 3 {
             return Err(bad("tensor `templates` must be F32 of shape [K, tau, F]".into()));
         }
-        let pitches = pitches_view.data().to_vec();
         let shape = templates_view.shape().to_vec();
         let (k, tau, f) = (shape[0], shape[1], shape[2]);
         if k == 0 || pitches.is_empty() {
@@ -180,11 +135,7 @@ impl TemplateDictionary {
                 stft.n_fft / 2 + 1
             )));
         }
-        if pitches.windows(2).any(|w| w[0] >= w[1]) || pitches.iter().any(|&p| p > 127) {
-            return Err(bad("pitches must be distinct MIDI numbers in increasing order".into()));
-        }
-        let data: Vec<f32> =
-            templates_view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        let data = f32_values(templates_view.data());
         if let Some(pos) = data.iter().position(|x| !x.is_finite() || *x < 0.0) {
             let q = pos / (tau * f);
             return Err(bad(format!(
@@ -197,17 +148,7 @@ impl TemplateDictionary {
                 return Err(bad(format!("template of MIDI pitch {} is all zeros", pitches[q])));
             }
         }
-        Ok(TemplateDictionary {
-            templates: ConvTemplates::new(f, tau, k, data)?,
-            pitches,
-            params: TemplateParams {
-                stft,
-                beta,
-                iterations: num("iterations")?,
-                tool_version: meta.get("tool_version").cloned().unwrap_or_default(),
-                source: meta.get("source").cloned().unwrap_or_default(),
-            },
-        })
+        Ok(TemplateDictionary { templates: ConvTemplates::new(f, tau, k, data)?, pitches, params })
     }
 
     /// Reads and validates a dictionary file.
@@ -246,6 +187,157 @@ impl TemplateDictionary {
             params: self.params.clone(),
         })
     }
+}
+
+/// The kinds of model file this tool writes, by their `format` metadata.
+const KNOWN_FORMATS: &[(&str, &str)] =
+    &[(FORMAT_NAME, "a CNMF template dictionary"), (crate::attack_decay::FORMAT_NAME, "an attack/decay model")];
+
+/// The `format` metadata of a safetensors file (`sscnmf-templates`,
+/// `sscnmf-attack-decay`, …), if it has one.
+pub fn model_file_format(bytes: &[u8]) -> Option<String> {
+    let (_, header) = safetensors::SafeTensors::read_metadata(bytes).ok()?;
+    header.metadata().as_ref()?.get("format").cloned()
+}
+
+/// The metadata shared by the model files: `format`, `format_version`, the
+/// STFT, `beta`, `iterations`, `tool_version`, `source`, `missing_pitches`.
+pub(crate) fn model_metadata(
+    format: &str,
+    version: u32,
+    p: &TemplateParams,
+    pitches: &[u8],
+) -> HashMap<String, String> {
+    let missing: Vec<u8> = PIANO_PITCHES.filter(|q| !pitches.contains(q)).collect();
+    [
+        ("format", format.to_string()),
+        ("format_version", version.to_string()),
+        ("sample_rate", p.stft.sample_rate.to_string()),
+        ("n_fft", p.stft.n_fft.to_string()),
+        ("win_length", p.stft.win_length.to_string()),
+        ("hop_length", p.stft.hop_length.to_string()),
+        ("window", "hann".to_string()),
+        ("beta", p.beta.to_string()),
+        ("iterations", p.iterations.to_string()),
+        ("tool_version", p.tool_version.clone()),
+        ("source", p.source.clone()),
+        ("missing_pitches", serde_json::to_string(&missing).expect("list of integers")),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+/// Parses a model file and checks that its `format` is `format` (naming
+/// the kind it is otherwise) and its version `version`. `what` names the
+/// expected kind in messages ("templates file").
+pub(crate) fn open_model_file<'a>(
+    bytes: &'a [u8],
+    format: &str,
+    version: u32,
+    what: &str,
+) -> Result<(safetensors::SafeTensors<'a>, HashMap<String, String>)> {
+    use safetensors::tensor::SafeTensors;
+    let bad = |msg: String| Error::new(ErrorKind::Templates, msg);
+    let st = SafeTensors::deserialize(bytes).map_err(|e| bad(format!("not a valid {what} ({e})")))?;
+    let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| bad(format!("not a valid {what} ({e})")))?;
+    let meta = header.metadata().clone().unwrap_or_default();
+    let Some(found) = meta.get("format") else {
+        return Err(bad(format!("not a {what}: metadata `format` is missing")));
+    };
+    if found != format {
+        return Err(match KNOWN_FORMATS.iter().find(|(name, _)| name == found) {
+            Some((_, kind)) => bad(format!("this is {kind} (format `{found}`), not a {what}")),
+            None => bad(format!("not a {what} (format `{found}`)")),
+        });
+    }
+    let found: u32 = meta
+        .get("format_version")
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| bad("metadata `format_version` is missing or not a number".into()))?;
+    if found != version {
+        return Err(bad(format!(
+            "{what} format version {found} is not supported by this sscnmf (reads version {version})"
+        )));
+    }
+    Ok((st, meta))
+}
+
+/// The STFT and learning parameters of a model file's metadata, validated.
+pub(crate) fn read_model_params(meta: &HashMap<String, String>) -> Result<TemplateParams> {
+    let bad = |msg: String| Error::new(ErrorKind::Templates, msg);
+    let get = |key: &str| meta.get(key).ok_or_else(|| bad(format!("metadata `{key}` is missing")));
+    let num = |key: &str| -> Result<usize> {
+        get(key)?.parse::<usize>().map_err(|_| bad(format!("metadata `{key}` is not a whole number")))
+    };
+    let stft = StftConfig {
+        sample_rate: num("sample_rate")? as u32,
+        n_fft: num("n_fft")?,
+        win_length: num("win_length")?,
+        hop_length: num("hop_length")?,
+    };
+    stft.validate().map_err(|e| bad(format!("invalid STFT settings in metadata: {}", e.message())))?;
+    if get("window")? != "hann" {
+        return Err(bad(format!("unsupported window `{}`", get("window")?)));
+    }
+    Ok(TemplateParams {
+        stft,
+        beta: get("beta")?.parse().map_err(|_| bad("metadata `beta` is not a number".into()))?,
+        iterations: num("iterations")?,
+        tool_version: meta.get("tool_version").cloned().unwrap_or_default(),
+        source: meta.get("source").cloned().unwrap_or_default(),
+    })
+}
+
+/// Tensor `pitches` (U8, `[K]`): distinct MIDI numbers in increasing order.
+pub(crate) fn read_pitches(st: &safetensors::SafeTensors) -> Result<Vec<u8>> {
+    let bad = |msg: &str| Error::new(ErrorKind::Templates, msg);
+    let view = st.tensor("pitches").map_err(|_| bad("tensor `pitches` is missing"))?;
+    if view.dtype() != safetensors::Dtype::U8 || view.shape().len() != 1 {
+        return Err(bad("tensor `pitches` must be U8 of shape [K]"));
+    }
+    let pitches = view.data().to_vec();
+    if pitches.windows(2).any(|w| w[0] >= w[1]) || pitches.iter().any(|&p| p > 127) {
+        return Err(bad("pitches must be distinct MIDI numbers in increasing order"));
+    }
+    Ok(pitches)
+}
+
+/// Little-endian f32 values.
+pub(crate) fn f32_values(bytes: &[u8]) -> Vec<f32> {
+    bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+}
+
+/// The magnitude spectrogram of one note's recording.
+pub(crate) fn note_spectrogram(stft: &Stft, decode: &DecodeOptions, note: &NoteRecording) -> Result<Matrix<f64>> {
+    let audio = load_audio(&note.path, decode, stft.config().sample_rate)?;
+    let spec = stft.magnitude(&audio.samples);
+    Matrix::from_column_major(spec.n_bins, spec.n_frames, spec.data)
+}
+
+/// Runs `learn_one` on every note (in parallel), calling `on_done` after
+/// each; returns the notes sorted by pitch with their results. Two notes of
+/// one pitch, or any failure (the first, naming its file), are an error.
+pub(crate) fn learn_each<T: Send>(
+    notes: &[NoteRecording],
+    on_done: impl Fn(&NoteRecording) + Sync,
+    learn_one: impl Fn(&NoteRecording) -> Result<T> + Sync,
+) -> Result<(Vec<NoteRecording>, Vec<T>)> {
+    let mut sorted = notes.to_vec();
+    sorted.sort_by_key(|n| n.pitch);
+    if sorted.windows(2).any(|w| w[0].pitch == w[1].pitch) {
+        return Err(Error::invalid_input("two recordings of the same pitch"));
+    }
+    let learned: Vec<Result<T>> = sorted
+        .par_iter()
+        .map(|note| {
+            let r = learn_one(note).map_err(|e| e.with_path(&note.path));
+            on_done(note);
+            r
+        })
+        .collect();
+    let learned = learned.into_iter().collect::<Result<Vec<T>>>()?;
+    Ok((sorted, learned))
 }
 
 /// One isolated-note recording and its MIDI pitch.
@@ -387,9 +479,7 @@ pub struct TemplateLearner {
 impl TemplateLearner {
     /// The template of one recording (F × τ, unit L1 norm).
     pub fn learn_one(&self, stft: &Stft, note: &NoteRecording) -> Result<Matrix<f64>> {
-        let audio = load_audio(&note.path, &self.decode, self.stft.sample_rate)?;
-        let spec = stft.magnitude(&audio.samples);
-        let m = Matrix::from_column_major(spec.n_bins, spec.n_frames, spec.data)?;
+        let m = note_spectrogram(stft, &self.decode, note)?;
         let fit = learn_rank_one(&m, &self.cnmf).map_err(|e| e.with_path(&note.path))?;
         Ok(fit.template)
     }
@@ -404,24 +494,12 @@ impl TemplateLearner {
     ) -> Result<TemplateDictionary> {
         Beta::new(self.cnmf.beta.value())?;
         let stft = Stft::new(self.stft.clone())?;
-        let mut sorted = notes.to_vec();
-        sorted.sort_by_key(|n| n.pitch);
-        if sorted.windows(2).any(|w| w[0].pitch == w[1].pitch) {
-            return Err(Error::invalid_input("two recordings of the same pitch"));
-        }
-        let learned: Vec<Result<Matrix<f64>>> = sorted
-            .par_iter()
-            .map(|note| {
-                let r = self.learn_one(&stft, note);
-                on_done(note);
-                r
-            })
-            .collect();
+        let (sorted, learned) = learn_each(notes, on_done, |note| self.learn_one(&stft, note))?;
         let f = self.stft.n_fft / 2 + 1;
         let tau = self.cnmf.tau;
         let mut data = Vec::with_capacity(f * tau * sorted.len());
         for r in learned {
-            data.extend(r?.data.iter().map(|&x| x as f32));
+            data.extend(r.data.iter().map(|&x| x as f32));
         }
         Ok(TemplateDictionary {
             templates: ConvTemplates::new(f, tau, sorted.len(), data)?,

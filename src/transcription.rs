@@ -3,10 +3,22 @@
 //!
 //! # Activations
 //!
-//! The magnitude spectrogram `M` of the audio (the dictionary's STFT) is
-//! factorised on the fixed templates by [`ConvolutiveRegression`]: 50 NMF
-//! iterations with the templates' first slices, then 100 convolutive ones,
-//! KL divergence (Wu, Marmoret & Cohen 2022, §3.2).
+//! The magnitude spectrogram `M` of the audio (the model's STFT) is
+//! factorised on fixed, trained spectra by one of three [`Method`]s; all
+//! three give one activation row per pitch, read by the same onset rule:
+//!
+//! - [`Method::Cnmf`], the paper's: [`ConvolutiveRegression`] on the
+//!   templates, 50 NMF iterations with the templates' first slices, then 100
+//!   convolutive ones, KL divergence (Wu, Marmoret & Cohen 2022, §3.2, eq. 9).
+//! - [`Method::Nmf`], plain supervised NMF: the same regression on the
+//!   templates' first slices alone (τ = 1, so all 50 + 100 = 150 iterations
+//!   are KL NMF updates of H with the F × 88 dictionary fixed, Lee & Seung
+//!   2001), with the same fast path, seed and floors.
+//! - [`Method::AttackDecay`], the attack/decay model of Cheng, Mauch,
+//!   Benetos & Dixon (ISMIR 2016) with its own trained model
+//!   ([`crate::attack_decay`]): 50 KL updates of the onset activations H
+//!   ([`OnsetRegression`]); the activations read are the attack activations
+//!   `H^a = H ⊛ P`, as in Wu et al.'s "AD*" row.
 //!
 //! # Level
 //!
@@ -31,12 +43,114 @@
 
 use std::path::Path;
 
+use crate::attack_decay::AttackDecayModel;
 use crate::audio::{stream_audio, DecodeOptions};
-use crate::factorization::{ConvolutiveRegression, Matrix};
+use crate::factorization::attack_decay::{AttackDecayParams, OnsetRegression};
+use crate::factorization::{ConvTemplates, ConvolutiveRegression, FitInfo, Matrix};
 use crate::notes::Note;
 use crate::spectrogram::Stft;
-use crate::templates::TemplateDictionary;
-use crate::{Error, Result};
+use crate::templates::{model_file_format, TemplateDictionary};
+use crate::{Error, ErrorKind, Result};
+
+/// How activations are computed (see the [module docs](self)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub enum Method {
+    /// Semi-supervised convolutive NMF (Wu, Marmoret & Cohen 2022), the default.
+    #[default]
+    Cnmf,
+    /// Supervised NMF on the templates' first slices (a baseline).
+    Nmf,
+    /// The attack/decay model of Cheng et al. 2016 (a baseline).
+    AttackDecay,
+}
+
+impl Method {
+    /// Every method, in the order of the paper's tables.
+    pub const ALL: [Method; 3] = [Method::Cnmf, Method::Nmf, Method::AttackDecay];
+
+    /// The command-line name: `cnmf`, `nmf`, `attack-decay`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Cnmf => "cnmf",
+            Method::Nmf => "nmf",
+            Method::AttackDecay => "attack-decay",
+        }
+    }
+}
+
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Method {
+    type Err = Error;
+
+    /// Parses [`Method::name`], case-insensitive (`ad` for `attack-decay`).
+    fn from_str(s: &str) -> Result<Method> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "cnmf" => Ok(Method::Cnmf),
+            "nmf" => Ok(Method::Nmf),
+            "attack-decay" | "attack_decay" | "ad" => Ok(Method::AttackDecay),
+            _ => Err(Error::invalid_input(format!("unknown method '{s}' (expected cnmf, nmf or attack-decay)"))),
+        }
+    }
+}
+
+/// A trained model: what a [`Method`] fits the spectrogram on.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Model {
+    /// A template dictionary (`sscnmf learn`), for CNMF and NMF.
+    Templates(TemplateDictionary),
+    /// An attack/decay model (`sscnmf learn --method attack-decay`).
+    AttackDecay(AttackDecayModel),
+}
+
+impl Model {
+    /// Reads either kind of model file, told apart by its `format` metadata.
+    pub fn load(path: &Path) -> Result<Model> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let model = match model_file_format(&bytes).as_deref() {
+            Some(crate::attack_decay::FORMAT_NAME) => AttackDecayModel::from_bytes(&bytes).map(Model::AttackDecay),
+            _ if bytes.is_empty() => Err(Error::new(ErrorKind::Templates, "empty file")),
+            _ => TemplateDictionary::from_bytes(&bytes).map(Model::Templates),
+        };
+        model.map_err(|e| e.with_path(path))
+    }
+
+    /// The method this kind of model is made for (CNMF for templates).
+    pub fn default_method(&self) -> Method {
+        match self {
+            Model::Templates(_) => Method::Cnmf,
+            Model::AttackDecay(_) => Method::AttackDecay,
+        }
+    }
+
+    /// Whether `method` can run on this model.
+    pub fn supports(&self, method: Method) -> bool {
+        matches!(
+            (self, method),
+            (Model::Templates(_), Method::Cnmf | Method::Nmf) | (Model::AttackDecay(_), Method::AttackDecay)
+        )
+    }
+
+    fn describe(&self) -> &'static str {
+        match self {
+            Model::Templates(_) => "a template dictionary",
+            Model::AttackDecay(_) => "an attack/decay model",
+        }
+    }
+}
+
+/// The activations of the audio file `path` by `method` on `model`, decoded
+/// as `decode` says, with every other setting at its default: the entry
+/// point for comparing methods on the same recordings.
+pub fn method_activations(path: &Path, method: Method, model: &Model, decode: &DecodeOptions) -> Result<Activations> {
+    let mut transcriber = Transcriber::for_method(method, model.clone())?;
+    transcriber.decode = decode.clone();
+    Ok(transcriber.transcribe_file(path)?.activations)
+}
 
 /// Activations of each template over time.
 #[derive(Debug, Clone)]
@@ -212,13 +326,21 @@ pub struct Transcription {
     pub times: StageTimes,
 }
 
-/// Audio in, notes out: the whole pipeline with one dictionary.
+/// Audio in, notes out: the whole pipeline with one trained model and
+/// [`Method`].
 #[derive(Debug, Clone)]
 pub struct Transcriber {
     dictionary: TemplateDictionary,
+    method: Method,
+    /// The attack/decay parameters ([`Method::AttackDecay`] only).
+    attack_decay: Option<AttackDecayParams>,
     stft: Stft,
-    /// How H is estimated (default: the paper's 50 + 100 iterations, f32).
+    /// How H is estimated by CNMF and NMF (default: the paper's 50 + 100
+    /// iterations, f32).
     pub regression: ConvolutiveRegression,
+    /// How the attack/decay onsets are estimated (default: the authors' 50
+    /// iterations with annealed sparsity, f32).
+    pub onset_regression: OnsetRegression,
     /// How notes are read from H (default: eq. 10 with δ = [`DEFAULT_THRESHOLD`]
     /// on max-scaled activations).
     pub detector: OnsetDetector,
@@ -230,22 +352,64 @@ pub struct Transcriber {
 }
 
 impl Transcriber {
-    /// A transcriber with the paper's defaults for `dictionary`.
+    /// A transcriber with the paper's method (CNMF) and defaults for `dictionary`.
     pub fn new(dictionary: TemplateDictionary) -> Result<Self> {
+        Self::for_method(Method::Cnmf, Model::Templates(dictionary))
+    }
+
+    /// A transcriber running `method` on `model`, with the defaults; errors
+    /// when the model is not the kind the method needs.
+    pub fn for_method(method: Method, model: Model) -> Result<Self> {
+        if !model.supports(method) {
+            let needs = if method == Method::AttackDecay { "an attack/decay model" } else { "a template dictionary" };
+            return Err(Error::invalid_input(format!(
+                "method {method} needs {needs}, but this is {} (learn one with `sscnmf learn --method {method}`)",
+                model.describe()
+            )));
+        }
+        let (dictionary, attack_decay) = match model {
+            Model::Templates(d) => (d, None),
+            Model::AttackDecay(m) => (spectra_as_dictionary(&m)?, Some(m.params)),
+        };
         let stft = Stft::new(dictionary.params.stft.clone())?;
         Ok(Transcriber {
             dictionary,
+            method,
+            attack_decay,
             stft,
             regression: ConvolutiveRegression::default(),
+            onset_regression: OnsetRegression::default(),
             detector: OnsetDetector::default(),
             decode: DecodeOptions::default(),
             chunking: Chunking::default(),
         })
     }
 
-    /// The dictionary in use.
+    /// The spectra in use, as a dictionary: the templates for CNMF and NMF;
+    /// for the attack/decay model, a τ = 2 dictionary whose slice 0 is each
+    /// note's attack spectrum and slice 1 its decay spectrum (not normalised;
+    /// the decay rates and envelope are not in it).
     pub fn dictionary(&self) -> &TemplateDictionary {
         &self.dictionary
+    }
+
+    /// The method in use.
+    pub fn method(&self) -> Method {
+        self.method
+    }
+
+    /// The activations of `m` (frames `first ..` of the recording) by the
+    /// method in use.
+    fn fit_at(&self, m: &Matrix<f64>, first: usize) -> Result<(Matrix<f64>, FitInfo)> {
+        let templates = &self.dictionary.templates;
+        match (self.method, &self.attack_decay) {
+            (Method::AttackDecay, Some(params)) => {
+                let (onsets, info) = self.onset_regression.fit_at(m, params, first)?;
+                Ok((params.attack_activations(&onsets), info))
+            }
+            (Method::Nmf, _) => self.regression.fit_at(m, &templates.first_slices(), first),
+            _ => self.regression.fit_at(m, templates, first),
+        }
     }
 
     /// The activations of mono `samples` at the dictionary's sample rate
@@ -320,6 +484,22 @@ impl Transcriber {
     }
 }
 
+/// An attack/decay model's spectra as a τ = 2 dictionary (slice 0 attack,
+/// slice 1 decay), with its pitches and parameters.
+fn spectra_as_dictionary(model: &AttackDecayModel) -> Result<TemplateDictionary> {
+    let p = &model.params;
+    let mut data = Vec::with_capacity(p.spectra.len());
+    for k in 0..p.n_notes {
+        data.extend_from_slice(p.attack(k));
+        data.extend_from_slice(p.decay(k));
+    }
+    Ok(TemplateDictionary {
+        templates: ConvTemplates::new(p.n_bins, 2, p.n_notes, data)?,
+        pitches: model.pitches.clone(),
+        params: model.info.clone(),
+    })
+}
+
 /// How a long recording is cut: the activations of frames `c·chunk_frames
 /// .. (c+1)·chunk_frames` (chunk `c`'s core) are fitted on the spectrogram
 /// of those frames and `context_frames` more on each side, and only the
@@ -329,7 +509,9 @@ impl Transcriber {
 /// iterations; the context keeps the cut's effect out of the kept frames
 /// (measured in BENCHMARKS.md and tested in `tests/chunking.rs`).
 /// Recordings of at most `chunk_frames + context_frames` frames are fitted
-/// whole.
+/// whole. The attack/decay model couples frames through its decays, which
+/// run on past the context: its chunked activations differ from a whole
+/// fit near the cuts by what a note decayed over 2 s still holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Chunking {
     /// Frames kept from each chunk. Default 1500 (30 s at a 20 ms hop).
@@ -435,7 +617,7 @@ impl<'a> ChunkedFit<'a> {
         let spec = t.stft.magnitude_frames_of_segment(&self.buffer, self.buffer_start, first, end - first);
         let m = Matrix::from_column_major(spec.n_bins, spec.n_frames, spec.data)?;
         self.times.stft += started.elapsed().as_secs_f64();
-        let (h, info) = t.regression.fit_at(&m, &t.dictionary.templates, first)?;
+        let (h, info) = t.fit_at(&m, first)?;
         self.times.init += info.init_seconds;
         self.times.iterations += info.iteration_seconds;
         self.times.flops += info.flops;

@@ -9,6 +9,11 @@ pub(super) struct LearnArgs {
     /// Output dictionary file.
     #[arg(short, long)]
     output: PathBuf,
+    /// What to learn: cnmf (a template dictionary, also used by `transcribe --method nmf`) or
+    /// attack-decay (the attack/decay model of Cheng et al. 2016: attack and decay spectra, decay
+    /// rates and attack envelope, 50 rounds per note).
+    #[arg(long, default_value = "cnmf", value_name = "METHOD")]
+    method: Method,
     /// A CSV with columns `path,midi` listing the recordings (any file names).
     #[arg(long)]
     manifest: Option<PathBuf>,
@@ -21,9 +26,9 @@ pub(super) struct LearnArgs {
     /// τ: frames per template (20 ms each).
     #[arg(long, default_value_t = 10)]
     tau: usize,
-    /// Maximum learning iterations per note.
-    #[arg(long, default_value_t = 500)]
-    iterations: usize,
+    /// Maximum learning iterations per note (default: 500 for cnmf, 50 for attack-decay).
+    #[arg(long)]
+    iterations: Option<usize>,
     /// β of the β-divergence (1 = Kullback-Leibler, as in the paper).
     #[arg(long, default_value_t = 1.0)]
     beta: f64,
@@ -59,18 +64,34 @@ pub(super) fn learn(a: LearnArgs) -> anyhow::Result<()> {
     };
     let inputs: Vec<PathBuf> = notes.iter().map(|n| n.path.clone()).collect();
     check_writable(&a.output, a.overwrite, &inputs)?;
+    let source = a.manifest.as_ref().or(a.notes_dir.as_ref()).map(|p| p.display().to_string()).unwrap_or_default();
+    let decode = DecodeOptions { channel: channel_selection(a.channel), ..Default::default() };
+    if a.method == Method::AttackDecay {
+        let mut learner = AttackDecayLearner { decode, source, ..Default::default() };
+        if let Some(iterations) = a.iterations {
+            learner.training.iterations = iterations;
+        }
+        let bar = progress(notes.len(), a.quiet, "learning");
+        let model = learner.learn(&notes, |_| bar.inc(1))?;
+        bar.finish_and_clear();
+        model.save(&a.output)?;
+        if !a.quiet {
+            eprintln!("wrote an attack/decay model of {} pitches to {}", model.pitches.len(), a.output.display());
+        }
+        return Ok(());
+    }
     let learner = TemplateLearner {
         stft: StftConfig::default(),
         cnmf: RankOneCnmf {
             tau: a.tau,
-            iterations: a.iterations,
+            iterations: a.iterations.unwrap_or(RankOneCnmf::default().iterations),
             beta: Beta::new(a.beta)?,
             tolerance: a.tolerance,
             exact: a.exact,
             ..Default::default()
         },
-        decode: DecodeOptions { channel: channel_selection(a.channel), ..Default::default() },
-        source: a.manifest.as_ref().or(a.notes_dir.as_ref()).map(|p| p.display().to_string()).unwrap_or_default(),
+        decode,
+        source,
     };
     let bar = progress(notes.len(), a.quiet, "learning");
     let dictionary = learner.learn(&notes, |_| bar.inc(1))?;

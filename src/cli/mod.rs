@@ -8,13 +8,14 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use sscnmf::attack_decay::AttackDecayLearner;
 use sscnmf::audio::{ChannelSelection, DecodeOptions};
 use sscnmf::evaluation::evaluate;
 use sscnmf::factorization::{Beta, Precision, RankOneCnmf};
 use sscnmf::notes::{read_notes, write_notes, NoteFormat};
 use sscnmf::spectrogram::StftConfig;
 use sscnmf::templates::{discover_maps_notes, is_audio_file, read_manifest, TemplateDictionary, TemplateLearner};
-use sscnmf::transcription::{ActivationScale, Transcriber, DEFAULT_THRESHOLD};
+use sscnmf::transcription::{ActivationScale, Method, Model, Transcriber, DEFAULT_THRESHOLD};
 use sscnmf::{Error, ErrorKind};
 
 #[derive(Parser, Debug)]

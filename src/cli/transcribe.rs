@@ -7,9 +7,14 @@ pub(super) struct TranscribeArgs {
     /// Audio files (WAV, FLAC, MP3, OGG) or folders of them.
     #[arg(required = true)]
     inputs: Vec<PathBuf>,
-    /// Template dictionary made by `sscnmf learn`.
+    /// Model made by `sscnmf learn`: a template dictionary (cnmf, nmf) or an attack/decay model.
     #[arg(short, long)]
     templates: PathBuf,
+    /// How activations are computed: cnmf (the paper's), nmf (the templates' first slices),
+    /// attack-decay (Cheng et al. 2016; needs a model from `learn --method attack-decay`).
+    /// Default: cnmf for a template dictionary, attack-decay for an attack/decay model.
+    #[arg(long, value_name = "METHOD")]
+    method: Option<Method>,
     /// Output MIDI file (one input) or folder (several inputs). Default: beside each input.
     #[arg(short, long)]
     output: Option<PathBuf>,
@@ -87,8 +92,12 @@ pub(super) fn transcribe(a: TranscribeArgs) -> anyhow::Result<()> {
             bail!("{}: with several inputs, -o must name an existing folder", o.display());
         }
     }
-    let dictionary = TemplateDictionary::load(&a.templates)?;
-    let mut transcriber = Transcriber::new(dictionary)?;
+    let model = Model::load(&a.templates)?;
+    let method = a.method.unwrap_or(model.default_method());
+    let mut transcriber = Transcriber::for_method(method, model).map_err(|e| e.with_path(&a.templates))?;
+    if a.exact && method == Method::AttackDecay {
+        bail!("--exact applies to cnmf and nmf; the attack/decay model runs in f32 only");
+    }
     transcriber.detector.threshold = a.threshold;
     if a.raw_activations {
         transcriber.detector.scale = ActivationScale::Raw;

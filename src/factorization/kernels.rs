@@ -359,6 +359,45 @@ fn compute_slice_sums<T: Real>(templates: &ConvTemplates<T>) -> Vec<T> {
     templates.data.chunks(templates.n_bins).map(|s| T::from_f64(s.iter().map(|&x| x.into()).sum::<f64>())).collect()
 }
 
+/// For KL, with any stacked activations `S` (`rows` × N, column-major) and
+/// a dictionary `w` (F × `rows`): `G = wᵀ · (M ⊘ max(w·S, MODEL_FLOOR))`
+/// (`rows` × N), computed in fixed blocks of [`FRAME_BLOCK`] frames in
+/// parallel so that the F × N model is never stored, and, when asked, the
+/// loss `D_KL(M | w·S)` of the factors as they are. Deterministic whatever
+/// the number of threads. The numerator of every KL multiplicative update of
+/// a model that is linear in its activations.
+pub fn kl_ratio_products<T: Real>(
+    w: &[T],
+    rows: usize,
+    stacked: &[T],
+    spectrogram: &Matrix<T>,
+    want_loss: bool,
+) -> (Vec<T>, Option<f64>) {
+    let (f_len, n) = (spectrogram.rows, spectrogram.cols);
+    assert_eq!(w.len(), f_len * rows);
+    assert_eq!(stacked.len(), rows * n);
+    let floor = T::from_f64(MODEL_FLOOR);
+    let mut g = vec![T::ZERO; rows * n];
+    let losses: Vec<f64> = g
+        .par_chunks_mut(rows * FRAME_BLOCK)
+        .enumerate()
+        .map(|(blk, g_out)| {
+            let first = blk * FRAME_BLOCK;
+            let cols = g_out.len() / rows;
+            let mut model = vec![T::ZERO; f_len * cols];
+            T::gemm(&mut model, f_len, cols, w, false, rows, &stacked[first * rows..(first + cols) * rows]);
+            let m = &spectrogram.data[first * f_len..(first + cols) * f_len];
+            let loss = if want_loss { super::beta_divergence(m, &model, Beta::KL) } else { 0.0 };
+            for (y, &x) in model.iter_mut().zip(m) {
+                *y = x / if *y > floor { *y } else { floor };
+            }
+            T::gemm(g_out, rows, cols, w, true, f_len, &model);
+            loss
+        })
+        .collect();
+    (g, want_loss.then(|| losses.iter().sum()))
+}
+
 /// `dst (m × n) = a (m × k) · b (k × n)` with the rows of `a` and `dst` cut
 /// into fixed blocks computed in parallel (deterministic).
 fn gemm_rows_blocked<T: Real>(dst: &mut [T], m: usize, n: usize, a: &[T], k: usize, b: &[T]) {

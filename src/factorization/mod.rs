@@ -45,6 +45,8 @@
 //!   H numerator is `W_stackᵀ · R` summed along the shifts. Products are cut
 //!   into fixed blocks of columns (or rows) that do not depend on the number
 //!   of threads, so results are bit-identical whatever `RAYON_NUM_THREADS`.
+//! - [`attack_decay`]: the attack/decay model of Cheng et al. (ISMIR 2016),
+//!   a baseline: fitting its onset activations and training it on one note.
 //! - [`rank_one_kl`]: template learning's fast path, the rank-one KL updates
 //!   fused into one pass over the bins per iteration (f32, SIMD).
 //!
@@ -55,6 +57,7 @@
 //! beta-divergence", ICASSP 2019. H. Wu, A. Marmoret & J. E. Cohen,
 //! "Semi-Supervised Convolutive NMF for Automatic Music Transcription", SMC 2022.
 
+pub mod attack_decay;
 pub mod kernels;
 pub mod rank_one;
 pub mod rank_one_kl;

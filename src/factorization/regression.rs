@@ -131,10 +131,6 @@ pub struct SparseSettings {
     /// [`prune`](Self::prune) during the sparse initialisation iterations
     /// (first template slices only). Default: the same as `prune`.
     pub init_prune: Option<f64>,
-    /// Only activations whose last update ratio is below this are pruned
-    /// (in the convolutive iterations): a small activation that grows is
-    /// kept. Default: infinity (all).
-    pub prune_ratio_below: f64,
     /// Convolutive iterations before the first pruning. Default 0.
     pub prune_after: usize,
 }
@@ -148,7 +144,7 @@ impl Default for SparseSettings {
             model_threshold: 1e-6,
             refresh_every: 10,
             init_prune: None,
-            prune_ratio_below: f64::INFINITY,
+
             prune_after: 0,
         }
     }
@@ -226,17 +222,8 @@ impl ConvolutiveRegression {
             m = spectrogram.clone();
             templates
         };
-        for t in 0..n {
-            let col = m.col_mut(t);
-            if col.iter().all(|&x| x < self.silence_floor) {
-                col.iter_mut().for_each(|x| *x = self.silence_floor);
-            } else {
-                col.iter_mut().filter(|x| **x < SPECTROGRAM_FLOOR).for_each(|x| *x = 0.0);
-            }
-        }
-        let mut rng = SplitMix64::skipped(self.seed, (first_frame as u64).wrapping_mul(k as u64));
-        let h0: Vec<f64> = (0..k * n).map(|_| rng.next_unit()).collect();
-        let h0 = Matrix { rows: k, cols: n, data: h0 };
+        floor_silent_frames(&mut m, self.silence_floor);
+        let h0 = random_activations(self.seed, k, n, first_frame);
         match self.precision {
             Precision::Exact => self.run(&m, &templates.map(|x| x as f64), h0),
             Precision::Fast => {
@@ -338,6 +325,28 @@ impl ConvolutiveRegression {
     }
 }
 
+/// Sets every frame whose bins are all below `silence_floor` to that value
+/// everywhere (the authors' floor), and values below [`SPECTROGRAM_FLOOR`]
+/// elsewhere to exactly zero.
+pub fn floor_silent_frames(m: &mut Matrix<f64>, silence_floor: f64) {
+    for t in 0..m.cols {
+        let col = m.col_mut(t);
+        if col.iter().all(|&x| x < silence_floor) {
+            col.iter_mut().for_each(|x| *x = silence_floor);
+        } else {
+            col.iter_mut().filter(|x| **x < SPECTROGRAM_FLOOR).for_each(|x| *x = 0.0);
+        }
+    }
+}
+
+/// The seeded random initial activations (K × N, uniform in (0, 1]) of
+/// frames `first_frame ..` of a recording: the stretch of the stream the
+/// whole recording's would hold there, so that chunks agree with the whole.
+pub fn random_activations(seed: u64, k: usize, n: usize, first_frame: usize) -> Matrix<f64> {
+    let mut rng = SplitMix64::skipped(seed, (first_frame as u64).wrapping_mul(k as u64));
+    Matrix { rows: k, cols: n, data: (0..k * n).map(|_| rng.next_unit()).collect() }
+}
+
 /// The activations, unless some are not finite.
 fn finite(h: Matrix<f32>, info: FitInfo) -> Result<(Matrix<f32>, FitInfo)> {
     if h.data.iter().any(|&x| !x.is_finite()) {
@@ -397,7 +406,6 @@ impl ConvolutiveRegression {
                 model_threshold: if full { 0.0 } else { settings.model_threshold as f32 },
                 numer_threshold: if full { 0.0 } else { settings.dormant as f32 },
                 prune: if it < settings.prune_after { 0.0 } else { settings.prune as f32 },
-                prune_ratio_below: settings.prune_ratio_below as f32,
                 want_loss: self.track_loss,
             };
             let stats = kernel.step(packed, sh, &step);

@@ -115,26 +115,19 @@ impl SparseActivations {
     /// quiet passages keep their small activations and a piece of a
     /// recording is pruned as the whole would be.
     pub fn prune_local(&mut self, fraction: f32, tau: usize) {
-        self.prune_local_decaying(fraction, tau, f32::INFINITY);
-    }
-
-    /// [`prune_local`](Self::prune_local), but only the activations whose
-    /// last update ratio is below `ratio_below` (shrinking ones): a small
-    /// activation that is growing is kept, it may become a note.
-    pub fn prune_local_decaying(&mut self, fraction: f32, tau: usize, ratio_below: f32) {
         let local = local_levels(self, tau);
         let floor = ACTIVATION_FLOOR as f32;
-        self.retain(|s, v, ratio| v >= floor && (v >= fraction * local[s] || ratio >= ratio_below));
+        self.retain(|s, v| v >= (fraction * local[s]).max(floor));
     }
 
-    /// Keeps the activations for which `keep(frame, value, last ratio)` holds.
-    fn retain(&mut self, keep: impl Fn(usize, f32, f32) -> bool) {
+    /// Keeps the activations for which `keep(frame, value)` holds.
+    fn retain(&mut self, keep: impl Fn(usize, f32) -> bool) {
         let mut kept = 0;
         let mut begin = 0;
         for s in 0..self.n_frames {
             let end = self.start[s + 1];
             for e in begin..end {
-                if keep(s, self.values[e], self.ratios[e]) {
+                if keep(s, self.values[e]) {
                     self.notes[kept] = self.notes[e];
                     self.values[kept] = self.values[e];
                     self.ratios[kept] = self.ratios[e];
@@ -174,8 +167,6 @@ pub struct Step {
     pub numer_threshold: f32,
     /// After the update, activations below `prune × max(H)` are dropped.
     pub prune: f32,
-    /// Only those whose ratio in this update is below this (`INFINITY`: all).
-    pub prune_ratio_below: f32,
     /// Compute the loss before the update.
     pub want_loss: bool,
 }
@@ -183,14 +174,7 @@ pub struct Step {
 impl Default for Step {
     /// The plain update of every activation.
     fn default() -> Self {
-        Step {
-            exponent: 1,
-            model_threshold: 0.0,
-            numer_threshold: 0.0,
-            prune: 0.0,
-            prune_ratio_below: f32::INFINITY,
-            want_loss: false,
-        }
+        Step { exponent: 1, model_threshold: 0.0, numer_threshold: 0.0, prune: 0.0, want_loss: false }
     }
 }
 
@@ -336,7 +320,7 @@ impl SparseCnmf {
                 h.values[e] *= factor;
             }
         }
-        h.prune_local_decaying(step.prune, tau, step.prune_ratio_below);
+        h.prune_local(step.prune, tau);
         let flops = 2.0 * f_len as f64 * tau as f64 * (plan.model_count + plan.numer_count) as f64;
         SparseStats { loss_before: want_loss.then_some(loss), flops, nnz: h.nnz() }
     }
@@ -950,7 +934,7 @@ mod tests {
         assert_eq!(s.nnz(), 3);
         assert_eq!(s.to_dense(), h);
         let mut s2 = s.clone();
-        s2.retain(|_, v, _| v >= 0.75);
+        s2.retain(|_, v| v >= 0.75);
         assert_eq!(s2.nnz(), 2);
         assert_eq!(s2.start, vec![0, 1, 1, 1, 2]);
         assert_eq!(s2.notes, vec![0, 1]);
