@@ -21,7 +21,10 @@
 //! `format_version` = `1`, `sample_rate`, `n_fft`, `win_length`,
 //! `hop_length`, `window` (`hann`), `tau`, `beta`, `iterations`,
 //! `tool_version`, `source` (free text), `missing_pitches` (JSON list of the
-//! MIDI pitches 21..=108 with no template).
+//! MIDI pitches 21..=108 with no template), and optionally `calibration`
+//! (JSON of [`crate::calibration::Calibration`]: the δ, offset fraction and
+//! velocity fit calibrated on the isolated notes; files without it — written
+//! before it existed — load with the uncalibrated defaults).
 //!
 //! ```python
 //! from safetensors import safe_open
@@ -71,6 +74,9 @@ pub struct TemplateDictionary {
     pub pitches: Vec<u8>,
     /// How they were made.
     pub params: TemplateParams,
+    /// The decision rule calibrated on the isolated notes (`None`: not
+    /// calibrated; transcription then uses the uncalibrated defaults).
+    pub calibration: Option<crate::calibration::Calibration>,
 }
 
 impl TemplateDictionary {
@@ -95,6 +101,9 @@ impl TemplateDictionary {
             .map_err(|e| Error::internal(format!("pitches tensor: {e}")))?;
         let mut meta = model_metadata(FORMAT_NAME, FORMAT_VERSION, &self.params, &self.pitches);
         meta.insert("tau".to_string(), t.tau.to_string());
+        if let Some(c) = &self.calibration {
+            meta.insert("calibration".to_string(), c.to_json());
+        }
         let bytes = serialize([("pitches", pitches), ("templates", templates)], &Some(meta))
             .map_err(|e| Error::internal(format!("serialising templates: {e}")))?;
         crate::files::canonical_safetensors(bytes)
@@ -148,7 +157,11 @@ impl TemplateDictionary {
                 return Err(bad(format!("template of MIDI pitch {} is all zeros", pitches[q])));
             }
         }
-        Ok(TemplateDictionary { templates: ConvTemplates::new(f, tau, k, data)?, pitches, params })
+        let calibration = match meta.get("calibration") {
+            Some(json) => Some(crate::calibration::Calibration::from_json(json)?),
+            None => None,
+        };
+        Ok(TemplateDictionary { templates: ConvTemplates::new(f, tau, k, data)?, pitches, params, calibration })
     }
 
     /// Reads and validates a dictionary file.
@@ -185,6 +198,7 @@ impl TemplateDictionary {
             templates: ConvTemplates::new(self.templates.n_bins, self.templates.tau, keep.len(), data)?,
             pitches: keep.iter().map(|&q| self.pitches[q]).collect(),
             params: self.params.clone(),
+            calibration: self.calibration.clone(),
         })
     }
 }
@@ -511,6 +525,7 @@ impl TemplateLearner {
                 tool_version: env!("CARGO_PKG_VERSION").to_string(),
                 source: self.source.clone(),
             },
+            calibration: None,
         })
     }
 }
@@ -532,6 +547,7 @@ mod tests {
                 tool_version: "test".into(),
                 source: "unit".into(),
             },
+            calibration: None,
         }
     }
 

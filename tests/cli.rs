@@ -39,6 +39,7 @@ fn tiny_templates(dir: &Path) -> std::path::PathBuf {
         templates: ConvTemplates::new(9, 2, 2, data).unwrap(),
         pitches: vec![60, 64],
         params: TemplateParams { stft, beta: 1.0, iterations: 1, tool_version: "test".into(), source: "test".into() },
+        calibration: None,
     };
     let path = dir.join("tiny.templates");
     d.save(&path).unwrap();

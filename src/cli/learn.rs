@@ -1,6 +1,7 @@
 //! `sscnmf learn`: templates from isolated notes.
 
 use super::*;
+use sscnmf::calibration::calibrate_on_folder;
 
 #[derive(Args, Debug)]
 pub(super) struct LearnArgs {
@@ -41,6 +42,10 @@ pub(super) struct LearnArgs {
     /// Learn in f64 instead of f32.
     #[arg(long)]
     exact: bool,
+    /// Do not calibrate the decision rule (δ, offsets, velocities) on the folder's isolated
+    /// notes at every intensity (a 60 s synthetic mix of them; needs the `.mid` beside each).
+    #[arg(long)]
+    no_calibrate: bool,
     /// Replace the output file if it exists.
     #[arg(long)]
     overwrite: bool,
@@ -94,8 +99,31 @@ pub(super) fn learn(a: LearnArgs) -> anyhow::Result<()> {
         source,
     };
     let bar = progress(notes.len(), a.quiet, "learning");
-    let dictionary = learner.learn(&notes, |_| bar.inc(1))?;
+    let mut dictionary = learner.learn(&notes, |_| bar.inc(1))?;
     bar.finish_and_clear();
+    if let (Some(dir), false) = (a.notes_dir.as_ref().filter(|_| a.manifest.is_none()), a.no_calibrate) {
+        let sustain = a.sustain.parse::<u8>().unwrap_or(0);
+        match Transcriber::new(dictionary.clone()).and_then(|t| calibrate_on_folder(&t, dir, sustain)) {
+            Ok(c) => {
+                if !a.quiet {
+                    eprintln!(
+                        "calibrated on a {:.0} s mix of {} isolated notes: δ = {:.2} (onset F {:.1} %), offsets at \
+                         {} of the peak, velocity = {:.1} + {:.2}·ln(peak) (error {:.1})",
+                        c.mix_seconds,
+                        c.mix_notes,
+                        c.threshold,
+                        100.0 * c.mix_onset_f,
+                        c.offset_fraction,
+                        c.velocity_intercept,
+                        c.velocity_slope,
+                        c.mix_velocity_mae
+                    );
+                }
+                dictionary.calibration = Some(c);
+            }
+            Err(e) => eprintln!("note: not calibrated ({e}); transcription will use δ = {DEFAULT_THRESHOLD}"),
+        }
+    }
     dictionary.save(&a.output)?;
     let missing = dictionary.missing_pitches();
     if !a.quiet {

@@ -15,7 +15,7 @@ use sscnmf::factorization::{Beta, Precision, RankOneCnmf};
 use sscnmf::notes::{read_notes, write_notes, NoteFormat};
 use sscnmf::spectrogram::StftConfig;
 use sscnmf::templates::{discover_maps_notes, is_audio_file, read_manifest, TemplateDictionary, TemplateLearner};
-use sscnmf::transcription::{ActivationScale, Method, Model, Transcriber, DEFAULT_THRESHOLD};
+use sscnmf::transcription::{ActivationScale, Method, Model, OffsetRule, Transcriber, DEFAULT_THRESHOLD};
 use sscnmf::{Error, ErrorKind};
 
 #[derive(Parser, Debug)]

@@ -22,8 +22,15 @@ pub(super) struct TranscribeArgs {
     #[arg(long = "format", value_name = "FORMAT")]
     formats: Vec<NoteFormat>,
     /// δ of the onset rule (eq. 10), as a fraction of the recording's largest activation.
-    #[arg(long, default_value_t = DEFAULT_THRESHOLD)]
-    threshold: f64,
+    /// Default: the δ calibrated on the dictionary's isolated notes (`learn`), or 0.11 for a
+    /// dictionary without a calibration.
+    #[arg(long)]
+    threshold: Option<f64>,
+    /// Where notes end: decay (when the activation falls below a fraction of its peak, or at
+    /// the next onset of the pitch; the fraction is the dictionary's calibrated one, else 0.1)
+    /// or run-end (the end of eq. 10's on-run, the paper's notes: a few frames long).
+    #[arg(long, default_value = "decay", value_parser = ["decay", "run-end"])]
+    offsets: String,
     /// Threshold raw activations, as the paper did (δ then depends on the recording's level).
     #[arg(long)]
     raw_activations: bool,
@@ -98,7 +105,18 @@ pub(super) fn transcribe(a: TranscribeArgs) -> anyhow::Result<()> {
     if a.exact && method == Method::AttackDecay {
         bail!("--exact applies to cnmf and nmf; the attack/decay model runs in f32 only");
     }
-    transcriber.detector.threshold = a.threshold;
+    match a.threshold {
+        Some(threshold) => transcriber.detector.threshold = threshold,
+        None if method == Method::Cnmf && transcriber.dictionary().calibration.is_none() && !a.quiet => eprintln!(
+            "note: {} has no calibration (learned before calibration existed?); using δ = {DEFAULT_THRESHOLD} and \
+             uncalibrated velocities (re-run `sscnmf learn` to calibrate)",
+            a.templates.display()
+        ),
+        None => {}
+    }
+    if a.offsets == "run-end" {
+        transcriber.detector.offsets = OffsetRule::RunEnd;
+    }
     if a.raw_activations {
         transcriber.detector.scale = ActivationScale::Raw;
     }

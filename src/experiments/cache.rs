@@ -43,10 +43,12 @@ pub fn cores() -> usize {
 }
 
 /// The templates of `piano` (its intensity-M, no-sustain isolated notes) at
-/// `tau` with the default learning parameters: loaded from `cache` when a
-/// file learned from the same folder with the same parameters and tool
-/// version is there, else learned (and saved there with a record of the
-/// learning time beside it).
+/// `tau` with the default learning parameters, calibrated on all its
+/// no-sustain isolated notes ([`crate::calibration::calibrate_on_folder`]):
+/// loaded from `cache` when a file learned from the same folder with the same
+/// parameters and tool version is there, else learned (and saved there with
+/// a record of the learning time beside it; the record's time excludes the
+/// calibration).
 pub fn learn_or_load(piano: &Piano, tau: usize, cache: Option<&Path>) -> Result<LearnedTemplates> {
     let Some(isolated) = &piano.isolated_notes else {
         return Err(Error::invalid_input(format!(
@@ -62,7 +64,7 @@ pub fn learn_or_load(piano: &Piano, tau: usize, cache: Option<&Path>) -> Result<
     let source = isolated.canonicalize().unwrap_or_else(|_| isolated.clone());
     let cached = cache.map(|dir| {
         dir.join(format!(
-            "{}-{:08x}-M-tau{}-it{}-beta{}-v{}.templates",
+            "{}-{:08x}-M-tau{}-it{}-beta{}-v{}-cal2.templates",
             piano.name,
             fnv1a(source.to_string_lossy().as_bytes(), FNV_OFFSET) as u32,
             tau,
@@ -85,13 +87,15 @@ pub fn learn_or_load(piano: &Piano, tau: usize, cache: Option<&Path>) -> Result<
     }
     let started = Instant::now();
     let notes = discover_maps_notes(isolated, Some("M"), Some(0))?;
-    let dictionary = learner.learn(&notes, |_| {})?;
+    let mut dictionary = learner.learn(&notes, |_| {})?;
     let record = LearnRecord {
         templates: dictionary.pitches.len(),
         seconds: started.elapsed().as_secs_f64(),
         cores: cores(),
         from_cache: false,
     };
+    let calibration = crate::calibration::calibrate_on_folder(&Transcriber::new(dictionary.clone())?, isolated, 0)?;
+    dictionary.calibration = Some(calibration);
     if let Some(path) = &cached {
         let dir = path.parent().expect("in a folder");
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
