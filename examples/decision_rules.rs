@@ -111,7 +111,7 @@ fn mix_designs(data: &std::path::Path, cache: &std::path::Path, only: Option<&st
         let learned = learn_or_load(&piano, 10, Some(cache))?;
         let transcriber = Transcriber::new(learned.dictionary)?;
         let all = discover_calibration_notes(dir, 0)?;
-        for (name, lo, hi) in [("P:M:F = 1:2:1", 0, 127)] {
+        for (name, lo, hi) in [("all intensities", 0, 127), ("M only", 70, 70), ("M and F", 70, 127)] {
             let notes: Vec<_> = all.iter().filter(|n| (lo..=hi).contains(&n.note.velocity)).cloned().collect();
             let settings = MixSettings::default();
             let mix = synthetic_mix(&notes, 44100, &settings)?;

@@ -219,9 +219,10 @@ impl Default for OffsetRule {
 }
 
 /// The default fraction of [`OffsetRule::Decay`] for dictionaries without a
-/// calibration, chosen on synthetic mixes of the dev pianos' isolated notes
-/// (docs/results/dev/decision-offsets-velocity.md).
-pub const DEFAULT_OFFSET_FRACTION: f64 = 0.1;
+/// calibration: chosen on the dev songs (onset + offset F 83, 76, 61 % on
+/// FluidR3, Salamander, TimGM6mb; docs/results/dev/decision-offsets-velocity.md),
+/// not on isolated notes — calibrated dictionaries carry their own.
+pub const DEFAULT_OFFSET_FRACTION: f64 = 0.01;
 
 /// How a note's MIDI velocity is read from its peak activation.
 #[derive(Debug, Clone, Copy, PartialEq)]
