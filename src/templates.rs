@@ -564,6 +564,31 @@ mod tests {
     }
 
     #[test]
+    fn calibration_travels_in_the_metadata_and_old_files_fall_back() {
+        let c = crate::calibration::Calibration {
+            threshold: 0.13,
+            offset_fraction: 0.01,
+            velocity_intercept: 90.0,
+            velocity_slope: 30.0,
+            mix_seconds: 60.0,
+            mix_notes: 10,
+            seed: 7,
+            mix_onset_f: 1.0,
+            mix_onset_offset_f: 0.5,
+            mix_velocity_mae: 3.0,
+        };
+        let d = TemplateDictionary { calibration: Some(c.clone()), ..small_dictionary() };
+        let back = TemplateDictionary::from_bytes(&d.to_bytes().unwrap()).unwrap();
+        assert_eq!(back.calibration, Some(c));
+        let t = crate::transcription::Transcriber::new(back).unwrap();
+        assert_eq!(t.detector.threshold, 0.13);
+        // A file without `calibration` (written before it existed) gets the uncalibrated rule.
+        let old = crate::transcription::Transcriber::new(small_dictionary()).unwrap();
+        assert_eq!(old.detector, crate::transcription::OnsetDetector::default());
+        assert_eq!(old.detector.threshold, crate::transcription::DEFAULT_THRESHOLD);
+    }
+
+    #[test]
     fn damaged_dictionaries_are_rejected_with_a_reason() {
         let bytes = small_dictionary().to_bytes().unwrap();
         let err = TemplateDictionary::from_bytes(&bytes[..bytes.len() - 10]).unwrap_err();
