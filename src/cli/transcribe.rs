@@ -105,14 +105,10 @@ pub(super) fn transcribe(a: TranscribeArgs) -> anyhow::Result<()> {
     if a.exact && method == Method::AttackDecay {
         bail!("--exact applies to cnmf and nmf; the attack/decay model runs in f32 only");
     }
-    match a.threshold {
-        Some(threshold) => transcriber.detector.threshold = threshold,
-        None if method == Method::Cnmf && transcriber.dictionary().calibration.is_none() && !a.quiet => eprintln!(
-            "note: {} has no calibration (learned before calibration existed?); using δ = {DEFAULT_THRESHOLD} and \
-             uncalibrated velocities (re-run `sscnmf learn` to calibrate)",
-            a.templates.display()
-        ),
-        None => {}
+    let uncalibrated =
+        a.threshold.is_none() && method == Method::Cnmf && transcriber.dictionary().calibration.is_none();
+    if let Some(threshold) = a.threshold {
+        transcriber.detector.threshold = threshold;
     }
     if a.offsets == "run-end" {
         transcriber.detector.offsets = OffsetRule::RunEnd;
@@ -207,6 +203,13 @@ pub(super) fn transcribe(a: TranscribeArgs) -> anyhow::Result<()> {
     }
     bar.finish_and_clear();
     let failed = failed.into_inner();
+    if uncalibrated && failed < plans.len() && !a.quiet {
+        eprintln!(
+            "note: {} has no calibration (learned before calibration existed?); used δ = {DEFAULT_THRESHOLD} and \
+             uncalibrated velocities (re-run `sscnmf learn` to calibrate)",
+            a.templates.display()
+        );
+    }
     if several && !a.quiet {
         let secs = started.elapsed().as_secs_f64();
         eprintln!(

@@ -94,8 +94,13 @@ pub fn learn_or_load(piano: &Piano, tau: usize, cache: Option<&Path>) -> Result<
         cores: cores(),
         from_cache: false,
     };
-    let calibration = crate::calibration::calibrate_on_folder(&Transcriber::new(dictionary.clone())?, isolated, 0)?;
-    dictionary.calibration = Some(calibration);
+    // Notes without a `.mid` ground truth cannot calibrate: the dictionary stays uncalibrated.
+    dictionary.calibration =
+        match crate::calibration::calibrate_on_folder(&Transcriber::new(dictionary.clone())?, isolated, 0) {
+            Ok(c) => Some(c),
+            Err(e) if e.kind() == crate::ErrorKind::InvalidInput => None,
+            Err(e) => return Err(e),
+        };
     if let Some(path) = &cached {
         let dir = path.parent().expect("in a folder");
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
