@@ -129,12 +129,14 @@ pub struct SparseSettings {
     /// which refreshes the ratios. Default 10.
     pub refresh_every: usize,
     /// [`prune`](Self::prune) during the sparse initialisation iterations
-    /// (first template slices only). Default 1e-7: the initialisation's
+    /// (first template slices only). Default 1e-6: the initialisation's
     /// single-slice model explains the music differently from the
-    /// convolutive one, and some activations it nearly zeroes grow again
-    /// in the convolutive iterations (with 1e-5 here, twice as many notes
-    /// differ from the reference path; BENCHMARKS.md). Its iterations cost a
-    /// tenth of a convolutive one, so keeping more costs little.
+    /// convolutive one, and some activations it nearly zeroes grow again in
+    /// the convolutive iterations (at 1e-5 here, twice as many notes differ
+    /// from the reference path; 1e-6, 1e-7 and 1e-8 give the same notes;
+    /// BENCHMARKS.md). Its iterations cost a tenth of a convolutive one, and
+    /// the convolutive iterations start from a better state, so the total
+    /// time is the same.
     pub init_prune: f64,
     /// Convolutive iterations before the first pruning. Default 0: later
     /// pruning keeps the notes closer to the reference path's (20: 12
@@ -151,7 +153,7 @@ impl Default for SparseSettings {
             dormant: 1e-3,
             model_threshold: 1e-6,
             refresh_every: 10,
-            init_prune: 1e-7,
+            init_prune: 1e-6,
 
             prune_after: 0,
         }
