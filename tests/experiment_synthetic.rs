@@ -325,7 +325,8 @@ fn synthetic_experiment_runs_the_three_methods_side_by_side() {
     assert_eq!(files_in(&cache), 20 * 3 + 2 * (2 * 2 + 2));
 
     let markdown = report.to_markdown();
-    for needle in ["| attack-decay | PianoA | PianoB | – |", "| nmf | PianoB | PianoA | 5 |", "(attack-decay, no τ;"] {
+    for needle in ["| attack-decay | PianoA | PianoB | – |", "| nmf | PianoB | PianoA | 5 |", "(attack-decay, no τ;"]
+    {
         assert!(markdown.contains(needle), "`{needle}` not in the report:\n{markdown}");
     }
     let csv = report.songs_csv();

@@ -91,8 +91,12 @@ fn learn_or_load_model<M>(
     }
     let started = Instant::now();
     let model = learn()?;
-    let record =
-        LearnRecord { templates: count(&model), seconds: started.elapsed().as_secs_f64(), cores: cores(), from_cache: false };
+    let record = LearnRecord {
+        templates: count(&model),
+        seconds: started.elapsed().as_secs_f64(),
+        cores: cores(),
+        from_cache: false,
+    };
     if let Some(path) = &cached {
         let dir = path.parent().expect("in a folder");
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;

@@ -622,9 +622,11 @@ pub fn run_experiment(config: &ExperimentConfig, progress: impl Fn(usize, usize,
             for ((_, song), r) in todo.iter().zip(&results).filter(|((i, _), _)| *i == test) {
                 match r {
                     Ok(s) => songs.push(s.clone()),
-                    Err(e) => {
-                        failed.push(FailedSong { song: song.id.clone(), audio: song.audio.clone(), error: e.to_string() })
-                    }
+                    Err(e) => failed.push(FailedSong {
+                        song: song.id.clone(),
+                        audio: song.audio.clone(),
+                        error: e.to_string(),
+                    }),
                 }
             }
             let key = ConditionKey { method, train: &train.name, test: &tests[test].name, tau };
