@@ -398,6 +398,11 @@ impl Transcriber {
         self.method
     }
 
+    /// The attack/decay model's parameters ([`Method::AttackDecay`] only).
+    pub fn attack_decay_params(&self) -> Option<&AttackDecayParams> {
+        self.attack_decay.as_ref()
+    }
+
     /// The activations of `m` (frames `first ..` of the recording) by the
     /// method in use.
     fn fit_at(&self, m: &Matrix<f64>, first: usize) -> Result<(Matrix<f64>, FitInfo)> {

@@ -66,6 +66,7 @@ fn help_teaches_and_exits_zero() {
 fn experiment_help_teaches_maestro_and_a_maestro_folder_needs_templates() {
     let help = String::from_utf8_lossy(&sscnmf(&["experiment", "--help"]).stdout).into_owned();
     assert!(help.contains("--split test") && help.contains("--templates-from MAPS"), "{help}");
+    assert!(help.contains("--methods cnmf,nmf,attack-decay"), "{help}");
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     write(&d.join("maestro-v3.0.0.csv"), b"split,midi_filename,audio_filename\ntest,a.midi,a.wav\n");

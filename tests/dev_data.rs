@@ -48,7 +48,7 @@ fn fluidr3() -> Option<(Piano, TemplateDictionary)> {
     let pianos = discover_maps_dataset(&dir).unwrap();
     let piano = pianos.into_iter().find(|p| p.name == "FluidR3").expect("FluidR3 piano in the dev data");
     let cache = std::env::var_os("SSCNMF_CACHE").map(PathBuf::from);
-    let dictionary = learn_or_load(&piano, 10, cache.as_deref()).unwrap().dictionary;
+    let dictionary = learn_or_load(&piano, 10, cache.as_deref()).unwrap().model;
     Some((piano, dictionary))
 }
 

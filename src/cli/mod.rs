@@ -64,6 +64,7 @@ the matching is a maximum bipartite matching, as in mir_eval.")]
     #[command(after_help = "Examples:\n  \
 sscnmf experiment ../shared/data/dev --out results/\n  \
 sscnmf experiment ../shared/data/dev --matched-only --tau 5,10,20 --limit 4 --out results/\n  \
+sscnmf experiment ../shared/data/dev --tau 5,10,20 --methods cnmf,nmf,attack-decay --out results/\n  \
 sscnmf experiment MAPS --pianos ENSTDkCl,ENSTDkAm --train-pianos AkPnBcht --jobs 1 --out cross/\n  \
 sscnmf experiment maestro-v3.0.0 --split test --limit 20 --templates-from MAPS --train-pianos ENSTDkCl --out maestro/\n\n\
 MAPS layout: <DATASET>/<piano>/ISOL/NO/ (isolated notes, MAPS names) and <DATASET>/<piano>/MUS/ (songs with .txt \
@@ -71,7 +72,7 @@ or .mid ground truth beside them). MAESTRO layout: <DATASET>/maestro-v*.csv (col
 audio_filename, ...; paths relative to <DATASET>); its songs have no isolated notes, so the templates come from \
 the pianos of a MAPS folder (--templates-from, --train-pianos).\n\n\
 Writes report.md (table 1: scores per condition; table 2: cross-piano matrix; table 3: time), results.json and \
-songs.csv to --out, and caches templates and activations in <out>/cache: re-running with another δ grid, or after \
+songs.csv to --out, and caches templates, attack/decay models and activations in <out>/cache: re-running with another δ grid, or after \
 an interruption, reuses them. A song that fails is listed in the report and the run goes on (exit code 2 at the \
 end).")]
     Experiment(ExperimentArgs),
