@@ -13,6 +13,7 @@ use sscnmf::audio::{ChannelSelection, DecodeOptions};
 use sscnmf::evaluation::evaluate;
 use sscnmf::factorization::{Beta, Precision, RankOneCnmf};
 use sscnmf::notes::{read_notes, write_notes, NoteFormat};
+use sscnmf::soundfont::{render_isolated_notes, IsolatedNoteTiming, LoadedSoundFont, Preset};
 use sscnmf::spectrogram::StftConfig;
 use sscnmf::templates::{discover_maps_notes, is_audio_file, read_manifest, TemplateDictionary, TemplateLearner};
 use sscnmf::transcription::{ActivationScale, Method, Model, Transcriber, DEFAULT_THRESHOLD};
@@ -40,10 +41,13 @@ struct Cli {
 enum Command {
     /// Learn a template dictionary from recordings of isolated notes.
     #[command(after_help = "Examples:\n  sscnmf learn MAPS/ENSTDkCl/ISOL/NO -o enstdkcl.templates\n  \
-sscnmf learn my-notes/ --manifest my-notes/notes.csv -o mine.templates --tau 5\n\n\
+sscnmf learn my-notes/ --manifest my-notes/notes.csv -o mine.templates --tau 5\n  \
+sscnmf learn --soundfont /usr/share/sounds/sf2/FluidR3_GM.sf2 --program 0 -o fluid-gm.templates\n\n\
 The folder's files must follow MAPS's naming MAPS_ISOL_NO_<I>_S<s>_M<midi>_<piano>.<wav|flac|mp3|ogg> \
 (e.g. MAPS_ISOL_NO_M_S0_M60_ENSTDkCl.wav); with --manifest any names work. Each recording should hold one \
-note, struck once. The output is a safetensors file (see the README for its layout).")]
+note, struck once. With --soundfont, each pitch of --pitches is rendered alone from the SoundFont's preset \
+(--bank, --program) at --velocity, with MAPS's timing, and learned in memory. The output is a safetensors file \
+(see the README for its layout).")]
     Learn(LearnArgs),
     /// Transcribe audio files to MIDI (and CSV, MAPS txt or JSON note lists).
     #[command(after_help = "Examples:\n  sscnmf transcribe song.flac --templates piano.templates\n  \
