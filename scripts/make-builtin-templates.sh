@@ -2,21 +2,21 @@
 # Regenerates assets/builtin-piano.templates, the dictionary built into the
 # binary (see assets/README.md for the choice, provenance and licence).
 #
-# Source: the "Yamaha Grand Piano" preset (bank 0, program 0) of the Fluid R3
-# GM SoundFont (Debian package fluid-soundfont-gm 3.1-5.3, MIT licence),
-# rendered note by note by rustysynth with MAPS's isolated-note timing at
-# velocity 70, learned with the default settings (tau 10, 500 iterations, KL),
-# stored as bfloat16.
+# Source: the dev set's Salamander piano, intensity M (velocity 70), sustain
+# off: isolated notes rendered from the Salamander Grand Piano V3 samples
+# (Yamaha C5, Alexander Holm, CC BY 3.0), see shared/data/dev/README.md.
+# Learned with the default settings (tau 10, 500 iterations, KL), stored as
+# bfloat16. Chosen by measurement over templates learned from the Fluid R3 GM
+# SoundFont (assets/README.md has the scores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SF2="${1:-/usr/share/sounds/sf2/FluidR3_GM.sf2}"
-if [ ! -f "$SF2" ]; then
-    echo "no SoundFont at $SF2: apt-get install -y fluid-soundfont-gm" >&2
+NOTES="${1:-${SSCNMF_DATA:-../shared/data/dev}/Salamander/ISOL/NO}"
+if [ ! -d "$NOTES" ]; then
+    echo "no isolated notes at $NOTES (give the Salamander ISOL/NO folder)" >&2
     exit 1
 fi
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
-cargo run --release --quiet -- learn --soundfont "$SF2" --bank 0 --program 0 --velocity 70 \
-    --pitches 21-108 -o "$tmp/full.templates" --quiet
+cargo run --release --quiet -- learn "$NOTES" --intensity M --sustain 0 -o "$tmp/full.templates" --quiet
 cargo run --release --quiet --example store_templates -- "$tmp/full.templates" bf16 assets/builtin-piano.templates
 ls -l assets/builtin-piano.templates

@@ -169,6 +169,12 @@ impl TemplateDictionary {
         Ok(TemplateDictionary { templates: ConvTemplates::new(f, tau, k, data)?, pitches, params })
     }
 
+    /// The dictionary built into the binary ([`BUILTIN_TEMPLATES`]): a grand
+    /// piano, 88 pitches, τ = 10, the paper's STFT at 44.1 kHz.
+    pub fn builtin() -> Result<Self> {
+        Self::from_bytes(BUILTIN_TEMPLATES).map_err(|e| Error::internal(format!("the built-in dictionary: {e}")))
+    }
+
     /// Reads and validates a dictionary file.
     pub fn load(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
@@ -206,6 +212,10 @@ impl TemplateDictionary {
         })
     }
 }
+
+/// The built-in dictionary's file (`assets/builtin-piano.templates`, BF16;
+/// how it was made, its source and licence: `assets/README.md`).
+pub const BUILTIN_TEMPLATES: &[u8] = include_bytes!("../assets/builtin-piano.templates");
 
 /// How a dictionary file stores its templates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -616,6 +626,14 @@ mod tests {
         let bytes = d.to_bytes().unwrap();
         assert!((0..5).all(|_| small_dictionary().to_bytes().unwrap() == bytes));
         assert_eq!(d.missing_pitches().len(), 88 - 3);
+    }
+
+    #[test]
+    fn builtin_dictionary_covers_the_piano() {
+        let d = TemplateDictionary::builtin().unwrap();
+        assert_eq!(d.pitches, PIANO_PITCHES.collect::<Vec<u8>>());
+        assert_eq!((d.tau(), d.params.stft.clone()), (10, StftConfig::default()));
+        assert!(BUILTIN_TEMPLATES.len() < 10 << 20);
     }
 
     #[test]

@@ -27,7 +27,8 @@ use sscnmf::{Error, ErrorKind};
     long_about = "Turns piano recordings into MIDI notes. It learns one time-frequency template per note \
 from recordings of isolated notes (`learn`), then finds when each template sounds in music (`transcribe`): \
 the method of Wu, Marmoret & Cohen, \"Semi-Supervised Convolutive NMF for Automatic Music Transcription\", SMC 2022.",
-    after_help = "Examples:\n  sscnmf learn data/FluidR3/ISOL/NO -o fluid.templates\n  \
+    after_help = "Examples:\n  sscnmf transcribe examples/bach-prelude-c.flac\n  \
+sscnmf learn data/FluidR3/ISOL/NO -o fluid.templates\n  \
 sscnmf transcribe song.flac --templates fluid.templates -o song.mid --format csv\n  \
 sscnmf evaluate song.txt song.mid\n\nExit codes: 0 success, 2 bad usage or input (the message names the file), \
 1 internal error."
@@ -50,7 +51,8 @@ note, struck once. With --soundfont, each pitch of --pitches is rendered alone f
 (see the README for its layout).")]
     Learn(LearnArgs),
     /// Transcribe audio files to MIDI (and CSV, MAPS txt or JSON note lists).
-    #[command(after_help = "Examples:\n  sscnmf transcribe song.flac --templates piano.templates\n  \
+    #[command(after_help = "Examples:\n  sscnmf transcribe examples/bach-prelude-c.flac                 # the built-in piano\n  \
+sscnmf transcribe song.flac --templates piano.templates\n  \
 sscnmf transcribe a.wav b.wav -o out/ --templates piano.templates --format csv --format txt\n  \
 sscnmf transcribe long.mp3 --templates piano.templates --offset 60 --duration 30 --threshold 0.08\n\n\
 Without -o, each output goes beside its input (song.flac -> song.mid). Existing files are not replaced \
@@ -183,6 +185,14 @@ fn same_file(a: &Path, b: &Path) -> bool {
         (Ok(x), Ok(y)) => x == y,
         _ => false,
     }
+}
+
+/// The model in `path`, or the built-in dictionary.
+fn load_model(path: Option<&Path>) -> anyhow::Result<Model> {
+    Ok(match path {
+        Some(path) => Model::load(path)?,
+        None => Model::Templates(TemplateDictionary::builtin()?),
+    })
 }
 
 /// `--chunk-seconds` in frames of the dictionary's STFT.
