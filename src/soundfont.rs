@@ -75,7 +75,13 @@ impl LoadedSoundFont {
             .sound_font
             .get_presets()
             .iter()
-            .map(|p| (p.get_bank_number().clamp(0, 255) as u8, p.get_patch_number().clamp(0, 255) as u8, p.get_name().to_string()))
+            .map(|p| {
+                (
+                    p.get_bank_number().clamp(0, 255) as u8,
+                    p.get_patch_number().clamp(0, 255) as u8,
+                    p.get_name().to_string(),
+                )
+            })
             .collect();
         v.sort();
         v
@@ -111,8 +117,9 @@ impl LoadedSoundFont {
         }
         let mut settings = SynthesizerSettings::new(sample_rate as i32);
         settings.enable_reverb_and_chorus = false;
-        let mut synth = Synthesizer::new(&self.sound_font, &settings)
-            .map_err(|e| Error::invalid_input(format!("cannot render at {sample_rate} Hz: {e}")).with_path(&self.path))?;
+        let mut synth = Synthesizer::new(&self.sound_font, &settings).map_err(|e| {
+            Error::invalid_input(format!("cannot render at {sample_rate} Hz: {e}")).with_path(&self.path)
+        })?;
         let channel = if preset.bank == 128 { Synthesizer::PERCUSSION_CHANNEL as i32 } else { 0 };
         synth.process_midi_message(channel, 0xB0, 0x00, i32::from(preset.bank % 128));
         synth.process_midi_message(channel, 0xC0, i32::from(preset.program), 0);
@@ -192,12 +199,8 @@ pub fn render_isolated_notes(
     pitches
         .par_iter()
         .map(|&pitch| {
-            let note = Note {
-                onset: timing.silence,
-                offset: timing.silence + timing.hold,
-                pitch,
-                velocity: timing.velocity,
-            };
+            let note =
+                Note { onset: timing.silence, offset: timing.silence + timing.hold, pitch, velocity: timing.velocity };
             let samples = sound_font.render(preset, &[note], sample_rate, duration)?;
             if samples.iter().all(|&x| x.abs() < 1e-7) {
                 return Err(Error::new(

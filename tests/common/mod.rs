@@ -3,6 +3,7 @@
 use std::path::Path;
 
 /// Writes mono `samples` (in -1..1) as a 16-bit WAV file at `rate` Hz.
+#[allow(dead_code)]
 pub fn write_wav(path: &Path, rate: u32, samples: &[f32]) {
     let spec =
         hound::WavSpec { channels: 1, sample_rate: rate, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
@@ -61,7 +62,9 @@ pub fn tiny_soundfont() -> Vec<u8> {
     let smpl: Vec<u8> = samples.iter().flat_map(|x| x.to_le_bytes()).collect();
 
     // Generators: (operator, amount).
-    let gens = |g: &[(u16, i16)]| g.iter().flat_map(|&(op, amt)| [op.to_le_bytes(), amt.to_le_bytes()]).flatten().collect::<Vec<u8>>();
+    let gens = |g: &[(u16, i16)]| {
+        g.iter().flat_map(|&(op, amt)| [op.to_le_bytes(), amt.to_le_bytes()]).flatten().collect::<Vec<u8>>()
+    };
     // Preset zone: instrument 0 (41). Terminal generator record: zeros.
     let pgen = [gens(&[(41, 0)]), vec![0; 4]].concat();
     // Instrument zone: release 0.3 s (38, timecents), loop continuously (54),
@@ -88,7 +91,8 @@ pub fn tiny_soundfont() -> Vec<u8> {
     shdr.extend(name("EOS"));
     shdr.extend(vec![0u8; 26]);
 
-    let info = list(b"INFO", &[chunk(b"ifil", &u16s(&[2, 1])), chunk(b"isng", b"EMU8000\0"), chunk(b"INAM", b"Tiny sine\0")]);
+    let info =
+        list(b"INFO", &[chunk(b"ifil", &u16s(&[2, 1])), chunk(b"isng", b"EMU8000\0"), chunk(b"INAM", b"Tiny sine\0")]);
     let sdta = list(b"sdta", &[chunk(b"smpl", &smpl)]);
     let pdta = list(
         b"pdta",
