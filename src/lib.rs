@@ -22,6 +22,7 @@ pub mod experiments;
 pub mod factorization;
 pub mod files;
 pub mod notes;
+pub mod soundfont;
 pub mod spectrogram;
 pub mod templates;
 pub mod transcription;

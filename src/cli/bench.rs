@@ -6,9 +6,9 @@ use super::*;
 pub(super) struct BenchArgs {
     /// Audio file to transcribe.
     audio: PathBuf,
-    /// Template dictionary.
+    /// Template dictionary. Default: the built-in grand piano dictionary.
     #[arg(short, long)]
-    templates: PathBuf,
+    templates: Option<PathBuf>,
     /// Seconds of audio (from the start).
     #[arg(long, default_value_t = 30.0)]
     duration: f64,
@@ -35,7 +35,10 @@ fn peak_memory_bytes() -> Option<u64> {
 }
 
 pub(super) fn bench(a: BenchArgs) -> anyhow::Result<()> {
-    let dictionary = TemplateDictionary::load(&a.templates)?;
+    let dictionary = match &a.templates {
+        Some(path) => TemplateDictionary::load(path)?,
+        None => TemplateDictionary::builtin()?,
+    };
     let mut transcriber = Transcriber::new(dictionary)?;
     transcriber.decode = DecodeOptions { duration_seconds: Some(a.duration), ..Default::default() };
     transcriber.chunking.chunk_frames = chunk_frames(a.chunk_seconds, transcriber.dictionary())?;

@@ -13,6 +13,7 @@ use sscnmf::audio::{ChannelSelection, DecodeOptions};
 use sscnmf::evaluation::evaluate;
 use sscnmf::factorization::{Beta, Precision, RankOneCnmf};
 use sscnmf::notes::{read_notes, write_notes, NoteFormat};
+use sscnmf::soundfont::{render_isolated_notes, IsolatedNoteTiming, LoadedSoundFont, Preset};
 use sscnmf::spectrogram::StftConfig;
 use sscnmf::templates::{discover_maps_notes, is_audio_file, read_manifest, TemplateDictionary, TemplateLearner};
 use sscnmf::transcription::{ActivationScale, Method, Model, Transcriber, DEFAULT_THRESHOLD};
@@ -26,7 +27,8 @@ use sscnmf::{Error, ErrorKind};
     long_about = "Turns piano recordings into MIDI notes. It learns one time-frequency template per note \
 from recordings of isolated notes (`learn`), then finds when each template sounds in music (`transcribe`): \
 the method of Wu, Marmoret & Cohen, \"Semi-Supervised Convolutive NMF for Automatic Music Transcription\", SMC 2022.",
-    after_help = "Examples:\n  sscnmf learn data/FluidR3/ISOL/NO -o fluid.templates\n  \
+    after_help = "Examples:\n  sscnmf transcribe examples/bach-prelude-c.flac\n  \
+sscnmf learn data/FluidR3/ISOL/NO -o fluid.templates\n  \
 sscnmf transcribe song.flac --templates fluid.templates -o song.mid --format csv\n  \
 sscnmf evaluate song.txt song.mid\n\nExit codes: 0 success, 2 bad usage or input (the message names the file), \
 1 internal error."
@@ -40,17 +42,23 @@ struct Cli {
 enum Command {
     /// Learn a template dictionary from recordings of isolated notes.
     #[command(after_help = "Examples:\n  sscnmf learn MAPS/ENSTDkCl/ISOL/NO -o enstdkcl.templates\n  \
-sscnmf learn my-notes/ --manifest my-notes/notes.csv -o mine.templates --tau 5\n\n\
+sscnmf learn my-notes/ --manifest my-notes/notes.csv -o mine.templates --tau 5\n  \
+sscnmf learn --soundfont /usr/share/sounds/sf2/FluidR3_GM.sf2 --program 0 -o fluid-gm.templates\n\n\
 The folder's files must follow MAPS's naming MAPS_ISOL_NO_<I>_S<s>_M<midi>_<piano>.<wav|flac|mp3|ogg> \
 (e.g. MAPS_ISOL_NO_M_S0_M60_ENSTDkCl.wav); with --manifest any names work. Each recording should hold one \
-note, struck once. The output is a safetensors file (see the README for its layout).")]
+note, struck once. With --soundfont, each pitch of --pitches is rendered alone from the SoundFont's preset \
+(--bank, --program) at --velocity, with MAPS's timing, and learned in memory. The output is a safetensors file \
+(see the README for its layout).")]
     Learn(LearnArgs),
     /// Transcribe audio files to MIDI (and CSV, MAPS txt or JSON note lists).
-    #[command(after_help = "Examples:\n  sscnmf transcribe song.flac --templates piano.templates\n  \
+    #[command(
+        after_help = "Examples:\n  sscnmf transcribe examples/bach-prelude-c.flac                 # the built-in piano\n  \
+sscnmf transcribe song.flac --templates piano.templates\n  \
 sscnmf transcribe a.wav b.wav -o out/ --templates piano.templates --format csv --format txt\n  \
 sscnmf transcribe long.mp3 --templates piano.templates --offset 60 --duration 30 --threshold 0.08\n\n\
 Without -o, each output goes beside its input (song.flac -> song.mid). Existing files are not replaced \
-unless --overwrite is given.")]
+unless --overwrite is given."
+    )]
     Transcribe(TranscribeArgs),
     /// Score a transcription against a reference, as mir_eval.transcription does.
     #[command(after_help = "Examples:\n  sscnmf evaluate MAPS_MUS-bach_ENSTDkCl.txt bach.mid\n  \
@@ -180,6 +188,14 @@ fn same_file(a: &Path, b: &Path) -> bool {
         (Ok(x), Ok(y)) => x == y,
         _ => false,
     }
+}
+
+/// The model in `path`, or the built-in dictionary.
+fn load_model(path: Option<&Path>) -> anyhow::Result<Model> {
+    Ok(match path {
+        Some(path) => Model::load(path)?,
+        None => Model::Templates(TemplateDictionary::builtin()?),
+    })
 }
 
 /// `--chunk-seconds` in frames of the dictionary's STFT.

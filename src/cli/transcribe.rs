@@ -8,8 +8,9 @@ pub(super) struct TranscribeArgs {
     #[arg(required = true)]
     inputs: Vec<PathBuf>,
     /// Model made by `sscnmf learn`: a template dictionary (cnmf, nmf) or an attack/decay model.
+    /// Default: the built-in grand piano dictionary.
     #[arg(short, long)]
-    templates: PathBuf,
+    templates: Option<PathBuf>,
     /// How activations are computed: cnmf (the paper's), nmf (the templates' first slices),
     /// attack-decay (Cheng et al. 2016; needs a model from `learn --method attack-decay`).
     /// Default: cnmf for a template dictionary, attack-decay for an attack/decay model.
@@ -92,9 +93,12 @@ pub(super) fn transcribe(a: TranscribeArgs) -> anyhow::Result<()> {
             bail!("{}: with several inputs, -o must name an existing folder", o.display());
         }
     }
-    let model = Model::load(&a.templates)?;
+    let model = load_model(a.templates.as_deref())?;
     let method = a.method.unwrap_or(model.default_method());
-    let mut transcriber = Transcriber::for_method(method, model).map_err(|e| e.with_path(&a.templates))?;
+    let mut transcriber = Transcriber::for_method(method, model).map_err(|e| match &a.templates {
+        Some(path) => e.with_path(path),
+        None => e,
+    })?;
     if a.exact && method == Method::AttackDecay {
         bail!("--exact applies to cnmf and nmf; the attack/decay model runs in f32 only");
     }
