@@ -16,6 +16,6 @@ fi
 command -v flac >/dev/null || { echo "flac not found: apt-get install -y flac" >&2; exit 1; }
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
-cargo run --release --quiet --example render_piece -- "$SF2" examples/bach-prelude-c.mid "$tmp/piece.wav"
+cargo run --release --quiet --example render_piece -- "$SF2" examples/bach-prelude-c.reference.mid "$tmp/piece.wav"
 flac --silent --force -8 -o examples/bach-prelude-c.flac "$tmp/piece.wav"
-ls -l examples/bach-prelude-c.mid examples/bach-prelude-c.flac
+ls -l examples/bach-prelude-c.reference.mid examples/bach-prelude-c.flac

@@ -20,7 +20,7 @@ fn example_piece_transcribes_with_the_builtin_piano() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let reference = read_notes(&root.join("examples/bach-prelude-c.mid")).unwrap();
+    let reference = read_notes(&root.join("examples/bach-prelude-c.reference.mid")).unwrap();
     assert_eq!(reference.len(), 128);
     let scores = evaluate(&reference, &read_notes(&out).unwrap(), 0.05, 0.2);
     assert!(scores.onset.f_measure >= 0.70, "onset F {:.3} below 0.70", scores.onset.f_measure);
