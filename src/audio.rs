@@ -534,7 +534,12 @@ fn stream_source(
         return Err(audio_error("contains no audio samples"));
     };
     if position == 0 {
-        return Err(audio_error("contains no audio samples"));
+        return Err(match params.n_frames {
+            Some(n) if n > 0 => audio_error(format!(
+                "truncated: the file ends before its first complete block of audio (its header announces {n} samples)"
+            )),
+            _ => audio_error("contains no audio samples"),
+        });
     }
     if kept == 0 {
         return Err(audio_error(format!(

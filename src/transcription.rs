@@ -553,7 +553,16 @@ struct ChunkedFit<'a> {
     times: StageTimes,
     /// Called with the seconds fitted after each chunk.
     progress: Option<&'a dyn Fn(f64)>,
+    /// The largest |sample| received.
+    peak: f32,
 }
+
+/// Samples below this in magnitude (2^−24, under the smallest step of
+/// 24-bit audio) are digital silence: a recording with none above it has
+/// zero activations, hence no notes. (Its fit would otherwise give
+/// activations at the level of the regression's floor, which scaling by the
+/// largest activation would turn into notes.)
+pub const SILENCE_LEVEL: f32 = 1.0 / 16_777_216.0;
 
 impl<'a> ChunkedFit<'a> {
     fn new(transcriber: &'a Transcriber) -> Result<Self> {
@@ -568,6 +577,7 @@ impl<'a> ChunkedFit<'a> {
             values: Vec::new(),
             times: StageTimes::default(),
             progress: None,
+            peak: 0.0,
         })
     }
 
@@ -587,6 +597,7 @@ impl<'a> ChunkedFit<'a> {
     /// Takes more samples; fits every chunk whose frames and context are
     /// all available.
     fn push(&mut self, samples: &[f32]) -> Result<()> {
+        self.peak = samples.iter().fold(self.peak, |m, x| m.max(x.abs()));
         self.buffer.extend_from_slice(samples);
         self.received += samples.len();
         let Chunking { chunk_frames, context_frames } = self.chunking;
@@ -637,6 +648,9 @@ impl<'a> ChunkedFit<'a> {
         let core = self.next_chunk * self.chunking.chunk_frames;
         self.fit_frames(core.saturating_sub(self.chunking.context_frames), n_frames, core, n_frames)?;
         let k = self.transcriber.dictionary.templates.n_templates;
+        if self.peak < SILENCE_LEVEL {
+            self.values.fill(0.0);
+        }
         let values = Matrix::from_column_major(k, n_frames, self.values)?;
         Ok((values, self.times))
     }

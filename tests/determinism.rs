@@ -86,7 +86,10 @@ fn same_bytes_across_runs_and_thread_counts() {
     let mut midis = Vec::new();
     for (threads, name) in [(1, "a.mid"), (2, "b.mid"), (2, "c.mid")] {
         let s = song.to_str().unwrap();
-        sscnmf(threads, &["transcribe", s, "--templates", &path("t1.templates"), "--duration", "40", "-o", &path(name), "-q"]);
+        sscnmf(
+            threads,
+            &["transcribe", s, "--templates", &path("t1.templates"), "--duration", "40", "-o", &path(name), "-q"],
+        );
         midis.push(std::fs::read(d.join(name)).unwrap());
     }
     let notes = sscnmf::notes::parse_midi(&midis[0]).unwrap();

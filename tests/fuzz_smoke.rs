@@ -36,8 +36,10 @@ fn wav_bytes(channels: u16, bits: u16, float: bool) -> Vec<u8> {
 }
 
 fn flac_bytes() -> Vec<u8> {
-    std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sine440-660-16bit-22050Hz-stereo-0.25s.flac"))
-        .unwrap()
+    std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sine440-660-16bit-22050Hz-stereo-0.25s.flac"),
+    )
+    .unwrap()
 }
 
 fn template_bytes() -> Vec<u8> {
