@@ -21,6 +21,7 @@ pub mod evaluation;
 pub mod experiments;
 pub mod factorization;
 pub mod files;
+pub mod fuzzing;
 pub mod notes;
 pub mod soundfont;
 pub mod spectrogram;

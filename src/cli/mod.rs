@@ -103,8 +103,22 @@ use experiment::{experiment, ExperimentArgs};
 use learn::{learn, LearnArgs};
 use transcribe::{transcribe, TranscribeArgs};
 
+/// The last panic's message and location, kept by the panic hook.
+static PANIC_MESSAGE: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// Exit code after an interrupt (Ctrl-C): 128 + SIGINT, as shells report it.
+const INTERRUPTED: i32 = 130;
+
 /// Runs the command line; returns the process exit code.
 pub fn main() -> i32 {
+    // Ctrl-C (or SIGTERM) ends the process at once; the outputs finished so
+    // far are whole (each was renamed into place when complete), and the
+    // one being written is removed with its temporary file.
+    let _ = ctrlc::set_handler(|| {
+        sscnmf::files::remove_pending_temporary_files();
+        eprintln!("interrupted: finished outputs are complete; the unfinished one was not written");
+        std::process::exit(INTERRUPTED);
+    });
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -113,12 +127,30 @@ pub fn main() -> i32 {
             return code;
         }
     };
-    let result = match cli.command {
+    // A panic is a bug: it is reported on one line with exit code 1, not
+    // with Rust's multi-line message (a decoder's panic on a malformed file
+    // is caught by the library and becomes an input error).
+    std::panic::set_hook(Box::new(|info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        let location = info.location().map(|l| format!(" ({}:{})", l.file(), l.line())).unwrap_or_default();
+        *PANIC_MESSAGE.lock().unwrap_or_else(|e| e.into_inner()) = Some(format!("{message}{location}"));
+    }));
+    let result = std::panic::catch_unwind(|| match cli.command {
         Command::Learn(a) => learn(a),
         Command::Transcribe(a) => transcribe(a),
         Command::Evaluate(a) => evaluate_cmd(a),
         Command::Experiment(a) => experiment(a),
         Command::Bench(a) => bench(a),
+    });
+    let Ok(result) = result else {
+        let message = PANIC_MESSAGE.lock().unwrap_or_else(|e| e.into_inner()).take().unwrap_or_default();
+        eprintln!("error: internal error, please report it: {}", message.replace('\n', " "));
+        return 1;
     };
     match result {
         Ok(()) => 0,
@@ -173,6 +205,9 @@ fn channel_selection(channel: Option<usize>) -> ChannelSelection {
     channel.map(ChannelSelection::Channel).unwrap_or(ChannelSelection::Mix)
 }
 
+/// Refuses, before any work, an output that would replace an input, an
+/// existing file (without `overwrite`), or that cannot be written (a missing
+/// or read-only folder).
 fn check_writable(path: &Path, overwrite: bool, inputs: &[PathBuf]) -> anyhow::Result<()> {
     if inputs.iter().any(|i| same_file(i, path)) {
         bail!("{}: output would overwrite an input file", path.display());
@@ -180,6 +215,7 @@ fn check_writable(path: &Path, overwrite: bool, inputs: &[PathBuf]) -> anyhow::R
     if path.exists() && !overwrite {
         bail!("{}: already exists (use --overwrite to replace it)", path.display());
     }
+    sscnmf::files::check_output_folder(path)?;
     Ok(())
 }
 

@@ -1,5 +1,7 @@
 //! `sscnmf transcribe`: audio files to MIDI and note lists.
 
+use std::collections::HashMap;
+
 use super::*;
 
 #[derive(Args, Debug)]
@@ -50,6 +52,9 @@ pub(super) struct TranscribeArgs {
     /// Replace output files that exist.
     #[arg(long)]
     overwrite: bool,
+    /// Skip the inputs whose outputs all exist (to continue an interrupted batch).
+    #[arg(long, conflicts_with = "overwrite")]
+    skip_existing: bool,
     /// Print one JSON object per file on standard output.
     #[arg(long)]
     json: bool,
@@ -119,18 +124,37 @@ pub(super) fn transcribe(a: TranscribeArgs) -> anyhow::Result<()> {
 
     // Decide every output path first, and refuse before any work is done.
     let mut plans = Vec::new();
+    let mut skipped = 0;
+    let mut claimed: HashMap<PathBuf, &Path> = HashMap::new();
     for input in &inputs {
         let midi = midi_output_path(input, a.output.as_deref(), several);
         let mut outs = vec![(midi.clone(), NoteFormat::Midi)];
         for &f in &a.formats {
-            if f != NoteFormat::Midi {
+            if f != NoteFormat::Midi && !outs.iter().any(|(_, g)| *g == f) {
                 outs.push((midi.with_extension(f.extension()), f));
             }
+        }
+        for (p, _) in &outs {
+            if let Some(other) = claimed.insert(p.clone(), input) {
+                bail!(
+                    "{}: is the output of both {} and {}; transcribe them to different folders",
+                    p.display(),
+                    other.display(),
+                    input.display()
+                );
+            }
+        }
+        if a.skip_existing && outs.iter().all(|(p, _)| p.is_file()) {
+            skipped += 1;
+            continue;
         }
         for (p, _) in &outs {
             check_writable(p, a.overwrite, &inputs)?;
         }
         plans.push((input.clone(), outs));
+    }
+    if skipped > 0 && !a.quiet {
+        eprintln!("{skipped} of {} files skipped: their outputs exist", inputs.len());
     }
 
     let bar = progress(plans.len(), a.quiet || plans.len() == 1, "transcribing");
