@@ -121,12 +121,15 @@ proptest! {
     }
 }
 
+/// A fuzz target: its name and the function that takes its input.
+type Target = (&'static str, fn(&[u8]));
+
 /// Inputs kept under `fuzz/regressions/<target>/` (found by fuzzing, or
 /// written by hand) are replayed through their target.
 #[test]
 fn regressions_replay() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions");
-    let targets: [(&str, fn(&[u8])); 4] = [
+    let targets: [Target; 4] = [
         ("decode", fuzzing::decode),
         ("templates", fuzzing::templates),
         ("midi", fuzzing::midi),
