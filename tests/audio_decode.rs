@@ -4,6 +4,8 @@
 //! hound cannot write); compressed formats come from tiny committed fixtures
 //! (`tests/fixtures/make_audio_fixtures.py`).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use sscnmf::audio::{decode_bytes, load_audio, Audio, ChannelSelection, DecodeOptions};
@@ -46,22 +48,7 @@ fn write_wav(path: &Path, rate: u32, bits: u16, float: bool, frames: &[Vec<f64>]
 
 /// A canonical 44-byte-header WAV: `format_tag` 1 (PCM) or 3 (float).
 fn wav_bytes(format_tag: u16, channels: u16, rate: u32, bits: u16, data: &[u8]) -> Vec<u8> {
-    let block = channels * bits / 8;
-    let mut b = Vec::new();
-    b.extend_from_slice(b"RIFF");
-    b.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
-    b.extend_from_slice(b"WAVEfmt ");
-    b.extend_from_slice(&16u32.to_le_bytes());
-    b.extend_from_slice(&format_tag.to_le_bytes());
-    b.extend_from_slice(&channels.to_le_bytes());
-    b.extend_from_slice(&rate.to_le_bytes());
-    b.extend_from_slice(&(rate * u32::from(block)).to_le_bytes());
-    b.extend_from_slice(&block.to_le_bytes());
-    b.extend_from_slice(&bits.to_le_bytes());
-    b.extend_from_slice(b"data");
-    b.extend_from_slice(&(data.len() as u32).to_le_bytes());
-    b.extend_from_slice(data);
-    b
+    common::raw_wav(format_tag, channels, rate, bits, data.len() as u32, data)
 }
 
 fn i16_data(values: &[i16]) -> Vec<u8> {

@@ -119,27 +119,6 @@ fn hound_wav(path: &Path, rate: u32, channels: u16, bits: u16, float: bool, samp
     w.finalize().unwrap();
 }
 
-/// A WAV file's bytes written by hand: a 16-byte `fmt ` chunk (`format` 1 =
-/// PCM, 3 = float) and a data chunk that claims `claimed` bytes and holds `data`.
-fn raw_wav(format: u16, channels: u16, rate: u32, bits: u16, claimed: u32, data: &[u8]) -> Vec<u8> {
-    let block = channels * bits / 8;
-    let mut b = Vec::new();
-    b.extend_from_slice(b"RIFF");
-    b.extend_from_slice(&claimed.saturating_add(36).to_le_bytes());
-    b.extend_from_slice(b"WAVEfmt ");
-    b.extend_from_slice(&16u32.to_le_bytes());
-    b.extend_from_slice(&format.to_le_bytes());
-    b.extend_from_slice(&channels.to_le_bytes());
-    b.extend_from_slice(&rate.to_le_bytes());
-    b.extend_from_slice(&(rate * u32::from(block)).to_le_bytes());
-    b.extend_from_slice(&block.to_le_bytes());
-    b.extend_from_slice(&bits.to_le_bytes());
-    b.extend_from_slice(b"data");
-    b.extend_from_slice(&claimed.to_le_bytes());
-    b.extend_from_slice(data);
-    b
-}
-
 fn pcm16(samples: &[f32]) -> Vec<u8> {
     samples.iter().flat_map(|&s| ((s.clamp(-1.0, 1.0) * 32767.0).round() as i16).to_le_bytes()).collect()
 }
@@ -335,7 +314,7 @@ fn cases() -> Vec<Case> {
         Case {
             name: "WAV whose header claims more data than it has",
             make: |d| {
-                write(d.join("claims-more.wav"), &raw_wav(1, 1, RATE, 16, 10 * 2 * RATE, &pcm16(&song(RATE))));
+                write(d.join("claims-more.wav"), &common::raw_wav(1, 1, RATE, 16, 10 * 2 * RATE, &pcm16(&song(RATE))));
                 transcribe(d, "claims-more.wav", &[])
             },
             outcome: midi("claims-more.mid", Song),
@@ -369,7 +348,7 @@ fn cases() -> Vec<Case> {
         Case {
             name: "WAV with 0 samples",
             make: |d| {
-                write(d.join("no-samples.wav"), &raw_wav(1, 1, RATE, 16, 0, &[]));
+                write(d.join("no-samples.wav"), &common::raw_wav(1, 1, RATE, 16, 0, &[]));
                 transcribe(d, "no-samples.wav", &[])
             },
             outcome: error("no-samples.wav", "contains no audio samples"),
@@ -545,7 +524,7 @@ fn cases() -> Vec<Case> {
             name: "64-bit float",
             make: |d| {
                 let data: Vec<u8> = song(RATE).iter().flat_map(|&s| f64::from(s).to_le_bytes()).collect();
-                write(d.join("float64.wav"), &raw_wav(3, 1, RATE, 64, data.len() as u32, &data));
+                write(d.join("float64.wav"), &common::raw_wav(3, 1, RATE, 64, data.len() as u32, &data));
                 transcribe(d, "float64.wav", &[])
             },
             outcome: midi("float64.mid", Song),
@@ -563,7 +542,7 @@ fn cases() -> Vec<Case> {
             name: "a 10-hour header over 2 s of data",
             make: |d| {
                 let claimed = 10 * 3600 * 2 * RATE;
-                write(d.join("ten-hours.wav"), &raw_wav(1, 1, RATE, 16, claimed, &pcm16(&song(RATE))));
+                write(d.join("ten-hours.wav"), &common::raw_wav(1, 1, RATE, 16, claimed, &pcm16(&song(RATE))));
                 transcribe(d, "ten-hours.wav", &[])
             },
             outcome: midi("ten-hours.mid", Song),
@@ -573,7 +552,7 @@ fn cases() -> Vec<Case> {
             make: |d| {
                 let claimed = 10 * 3600 * 2 * RATE;
                 let path = d.join("ten-hours.wav");
-                write(path.clone(), &raw_wav(1, 1, RATE, 16, claimed, &pcm16(&song(RATE))));
+                write(path.clone(), &common::raw_wav(1, 1, RATE, 16, claimed, &pcm16(&song(RATE))));
                 let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
                 f.set_len(44 + u64::from(claimed)).unwrap();
                 transcribe(d, "ten-hours.wav", &[])

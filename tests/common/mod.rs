@@ -130,3 +130,25 @@ pub fn tone(rate: u32, pitch: u8, seconds: f64) -> Vec<f32> {
         })
         .collect()
 }
+
+/// A WAV file's bytes written by hand: a 16-byte `fmt ` chunk (`format` 1 =
+/// PCM, 3 = float) and a data chunk that claims `claimed` bytes and holds `data`.
+#[allow(dead_code)] // not every test binary that includes this module uses it
+pub fn raw_wav(format: u16, channels: u16, rate: u32, bits: u16, claimed: u32, data: &[u8]) -> Vec<u8> {
+    let block = channels * bits / 8;
+    let mut b = Vec::new();
+    b.extend_from_slice(b"RIFF");
+    b.extend_from_slice(&claimed.saturating_add(36).to_le_bytes());
+    b.extend_from_slice(b"WAVEfmt ");
+    b.extend_from_slice(&16u32.to_le_bytes());
+    b.extend_from_slice(&format.to_le_bytes());
+    b.extend_from_slice(&channels.to_le_bytes());
+    b.extend_from_slice(&rate.to_le_bytes());
+    b.extend_from_slice(&(rate * u32::from(block)).to_le_bytes());
+    b.extend_from_slice(&block.to_le_bytes());
+    b.extend_from_slice(&bits.to_le_bytes());
+    b.extend_from_slice(b"data");
+    b.extend_from_slice(&claimed.to_le_bytes());
+    b.extend_from_slice(data);
+    b
+}
