@@ -14,7 +14,7 @@ use sscnmf::audio::DecodeOptions;
 use sscnmf::evaluation::evaluate;
 use sscnmf::experiments::reference_excerpt;
 use sscnmf::notes::read_notes;
-use sscnmf::transcription::{method_activations, Method, Model, OnsetDetector};
+use sscnmf::transcription::{Method, Model, OnsetDetector, Transcriber};
 
 fn main() -> sscnmf::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -41,12 +41,14 @@ fn main() -> sscnmf::Result<()> {
             (Some(ad), Method::AttackDecay) => ad,
             _ => &templates,
         };
+        let mut transcriber = Transcriber::for_method(method, model.clone())?;
+        transcriber.decode = decode.clone();
         // f[song][δ index]
         let mut f = Vec::new();
         let mut at_default = Vec::new();
         let started = std::time::Instant::now();
         for song in &songs {
-            let activations = method_activations(song, method, model, &decode)?;
+            let activations = transcriber.transcribe_file(song)?.activations;
             let reference = reference_excerpt(&read_notes(&song.with_extension("txt"))?, seconds);
             let score = |threshold: f64| {
                 let notes = OnsetDetector { threshold, ..Default::default() }.detect(&activations);

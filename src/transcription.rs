@@ -143,15 +143,6 @@ impl Model {
     }
 }
 
-/// The activations of the audio file `path` by `method` on `model`, decoded
-/// as `decode` says, with every other setting at its default: the entry
-/// point for comparing methods on the same recordings.
-pub fn method_activations(path: &Path, method: Method, model: &Model, decode: &DecodeOptions) -> Result<Activations> {
-    let mut transcriber = Transcriber::for_method(method, model.clone())?;
-    transcriber.decode = decode.clone();
-    Ok(transcriber.transcribe_file(path)?.activations)
-}
-
 /// Activations of each template over time.
 #[derive(Debug, Clone)]
 pub struct Activations {

@@ -472,9 +472,7 @@ fn truncated_compressed_files_keep_what_is_there() {
 /// The dev dataset's FLAC (44.1 kHz mono 16-bit, 3.5 s), when present.
 #[test]
 fn dev_dataset_flac() {
-    let root = std::env::var_os("SSCNMF_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/dev"));
+    let root = common::dev_data_root();
     let path = root.join("FluidR3/ISOL/NO/MAPS_ISOL_NO_M_S0_M60_FluidR3.flac");
     if !path.exists() {
         if std::env::var("CI").as_deref() == Ok("true") {

@@ -25,9 +25,7 @@ fn sscnmf(threads: usize, args: &[&str]) {
 }
 
 fn dev_data() -> Option<PathBuf> {
-    let dir = std::env::var_os("SSCNMF_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/dev"));
+    let dir = common::dev_data_root();
     dir.join("FluidR3").is_dir().then_some(dir)
 }
 

@@ -8,6 +8,8 @@
 //! Learned templates are cached in `$SSCNMF_CACHE` when it is set (CI shares
 //! them with the dataset evaluation).
 
+mod common;
+
 use std::path::PathBuf;
 
 use sscnmf::audio::DecodeOptions;
@@ -18,9 +20,7 @@ use sscnmf::templates::TemplateDictionary;
 use sscnmf::transcription::{Chunking, Transcriber};
 
 fn data_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("SSCNMF_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/dev"));
+    let dir = common::dev_data_root();
     if dir.is_dir() {
         return Some(dir);
     }

@@ -4,15 +4,14 @@
 //! with bytes overwritten, and every input kept under `fuzz/regressions/`
 //! replayed. None may panic.
 
+mod common;
+
 use std::io::Cursor;
 use std::path::Path;
 
 use proptest::prelude::*;
-use sscnmf::factorization::ConvTemplates;
 use sscnmf::fuzzing;
 use sscnmf::notes::{to_maps_txt, to_midi_bytes, Note};
-use sscnmf::spectrogram::StftConfig;
-use sscnmf::templates::{TemplateDictionary, TemplateParams};
 
 fn wav_bytes(channels: u16, bits: u16, float: bool) -> Vec<u8> {
     let spec = hound::WavSpec {
@@ -43,15 +42,7 @@ fn flac_bytes() -> Vec<u8> {
 }
 
 fn template_bytes() -> Vec<u8> {
-    let stft = StftConfig { sample_rate: 8000, n_fft: 16, win_length: 8, hop_length: 4 };
-    let data: Vec<f32> = (0..9 * 2 * 2).map(|i| 0.01 + (i % 5) as f32 / 40.0).collect();
-    TemplateDictionary {
-        templates: ConvTemplates::new(9, 2, 2, data).unwrap(),
-        pitches: vec![60, 64],
-        params: TemplateParams { stft, beta: 1.0, iterations: 1, tool_version: "t".into(), source: "t".into() },
-    }
-    .to_bytes()
-    .unwrap()
+    common::tiny_dictionary().to_bytes().unwrap()
 }
 
 fn sample_notes() -> Vec<Note> {

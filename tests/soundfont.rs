@@ -4,7 +4,6 @@
 //! (`common::tiny_soundfont`), so nothing outside the repository is needed.
 
 use std::path::Path;
-use std::process::Command;
 
 use sscnmf::factorization::RankOneCnmf;
 use sscnmf::notes::Note;
@@ -104,10 +103,6 @@ fn templates_learned_from_a_soundfont_peak_at_the_notes_frequency() {
     assert!(learner.learn_rendered(&[notes[0].clone(), notes[0].clone()], |_| {}).is_err());
 }
 
-fn sscnmf(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_sscnmf")).args(args).output().expect("runs")
-}
-
 /// Exit code 2 and one line `error: ...` containing every needle.
 fn assert_one_line_error(o: &std::process::Output, needles: &[&str]) {
     let err = String::from_utf8_lossy(&o.stderr);
@@ -124,28 +119,29 @@ fn cli_learns_from_a_soundfont_and_explains_bad_ones() {
     let sf2 = tiny(dir.path());
     let out = dir.path().join("sine.templates");
     let (sf2s, outs) = (sf2.to_str().unwrap(), out.to_str().unwrap());
-    let o = sscnmf(&["learn", "--soundfont", sf2s, "--pitches", "60-62", "--iterations", "20", "-q", "-o", outs]);
+    let o =
+        common::sscnmf(&["learn", "--soundfont", sf2s, "--pitches", "60-62", "--iterations", "20", "-q", "-o", outs]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let d = TemplateDictionary::load(&out).unwrap();
     assert_eq!(d.pitches, vec![60, 61, 62]);
     assert!(d.params.source.contains("tiny.sf2") && d.params.source.contains("Sine"), "{}", d.params.source);
 
     let missing = dir.path().join("missing.sf2");
-    let o = sscnmf(&["learn", "--soundfont", missing.to_str().unwrap(), "-o", "x.templates"]);
+    let o = common::sscnmf(&["learn", "--soundfont", missing.to_str().unwrap(), "-o", "x.templates"]);
     assert_one_line_error(&o, &["missing.sf2", "no such file"]);
     let corrupt = dir.path().join("corrupt.sf2");
     let mut bytes = common::tiny_soundfont();
     bytes.truncate(bytes.len() / 2);
     std::fs::write(&corrupt, &bytes).unwrap();
     let x = dir.path().join("x.templates");
-    let o = sscnmf(&["learn", "--soundfont", corrupt.to_str().unwrap(), "-o", x.to_str().unwrap()]);
+    let o = common::sscnmf(&["learn", "--soundfont", corrupt.to_str().unwrap(), "-o", x.to_str().unwrap()]);
     assert_one_line_error(&o, &["corrupt.sf2", "not a valid SF2"]);
     std::fs::write(&corrupt, b"not a soundfont at all").unwrap();
-    let o = sscnmf(&["learn", "--soundfont", corrupt.to_str().unwrap(), "-o", x.to_str().unwrap()]);
+    let o = common::sscnmf(&["learn", "--soundfont", corrupt.to_str().unwrap(), "-o", x.to_str().unwrap()]);
     assert_one_line_error(&o, &["corrupt.sf2", "not a valid SF2"]);
-    let o = sscnmf(&["learn", "--soundfont", sf2s, "--program", "5", "-o", x.to_str().unwrap()]);
+    let o = common::sscnmf(&["learn", "--soundfont", sf2s, "--program", "5", "-o", x.to_str().unwrap()]);
     assert_one_line_error(&o, &["tiny.sf2", "no preset at bank 0, program 5", "0:0 Sine"]);
-    let o = sscnmf(&["learn", "--soundfont", sf2s, "--pitches", "70-60", "-o", x.to_str().unwrap()]);
+    let o = common::sscnmf(&["learn", "--soundfont", sf2s, "--pitches", "70-60", "-o", x.to_str().unwrap()]);
     assert_one_line_error(&o, &["--pitches"]);
     assert!(!x.exists());
 }

@@ -31,7 +31,7 @@ the method of Wu, Marmoret & Cohen, \"Semi-Supervised Convolutive NMF for Automa
 sscnmf learn data/FluidR3/ISOL/NO -o fluid.templates\n  \
 sscnmf transcribe song.flac --templates fluid.templates -o song.mid --format csv\n  \
 sscnmf evaluate song.txt song.mid\n\nExit codes: 0 success, 2 bad usage or input (the message names the file), \
-1 internal error."
+1 internal error, 130 interrupted (Ctrl-C)."
 )]
 struct Cli {
     #[command(subcommand)]

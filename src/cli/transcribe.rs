@@ -42,7 +42,7 @@ pub(super) struct TranscribeArgs {
     /// Refuse files longer than this many seconds.
     #[arg(long, default_value_t = 4.0 * 3600.0)]
     max_duration: f64,
-    /// Compute in f64 (the reference path) instead of f32.
+    /// The reference path: f64, dense, the paper's iterations as they are (about 18x slower)
     #[arg(long)]
     exact: bool,
     /// Recordings longer than this are fitted in chunks of this many seconds, with 2 s of

@@ -15,17 +15,17 @@ use crate::templates::{discover_maps_notes, TemplateDictionary, TemplateLearner}
 use crate::transcription::{Activations, Method, Transcriber};
 use crate::{Error, Result};
 
-/// How a dictionary was obtained.
+/// How a model (a template dictionary or an attack/decay model) was obtained.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct LearnRecord {
-    /// Templates learned.
+    /// Notes learned (templates, or notes of the attack/decay model).
     pub templates: usize,
     /// Wall seconds the learning took (when it happened: in this run, or in
     /// the run that filled the cache).
     pub seconds: f64,
     /// Cores of the machine that learned them.
     pub cores: usize,
-    /// Whether the dictionary was loaded from the cache in this run.
+    /// Whether the model was loaded from the cache in this run.
     pub from_cache: bool,
 }
 

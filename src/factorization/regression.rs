@@ -71,7 +71,7 @@ impl Default for ConvolutiveRegression {
 }
 
 /// How [`Precision::Fast`] approximates the paper's iterations; see
-/// BENCHMARKS-speed.md for the measured effect of each setting.
+/// BENCHMARKS.md ("Speed (issue 3)") for the measured effect of each setting.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FastSettings {
     /// Extrapolated updates: after the first [`init_plain`](Self::init_plain)
@@ -111,8 +111,9 @@ impl Default for FastSettings {
 pub struct SparseSettings {
     /// Activations below this fraction of the local level (the largest
     /// total activation of a frame within τ frames) are set to zero (for
-    /// good: a multiplicative update keeps a zero at zero), before the first
-    /// sparse iteration and after each. Default 1e-5.
+    /// good: a multiplicative update keeps a zero at zero) after each
+    /// convolutive update from [`prune_after`](Self::prune_after) on (the
+    /// initialisation uses [`init_prune`](Self::init_prune)). Default 1e-5.
     pub prune: f64,
     /// Convolutive iterations that update every activation before any is
     /// dormant. Default 5.
@@ -154,7 +155,6 @@ impl Default for SparseSettings {
             model_threshold: 1e-6,
             refresh_every: 10,
             init_prune: 1e-6,
-
             prune_after: 0,
         }
     }
@@ -181,6 +181,8 @@ impl ConvolutiveRegression {
     /// `Debug` form, without [`fast`](Self::fast) for [`Precision::Exact`],
     /// which ignores it.
     pub fn settings_key(&self) -> String {
+        // `fast` is the last field, so cutting at it keeps all the others
+        // (the exact-path key test checks that nothing of it is left).
         let mut key = format!("{self:?}");
         if self.precision == Precision::Exact {
             if let Some(at) = key.find(", fast: ") {

@@ -1,9 +1,10 @@
-//! Helpers shared by the integration tests.
+//! Helpers shared by the integration tests (each test binary uses some).
+#![allow(dead_code)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 /// Writes mono `samples` (in -1..1) as a 16-bit WAV file at `rate` Hz.
-#[allow(dead_code)]
 pub fn write_wav(path: &Path, rate: u32, samples: &[f32]) {
     let spec =
         hound::WavSpec { channels: 1, sample_rate: rate, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
@@ -22,7 +23,6 @@ pub fn write_wav(path: &Path, rate: u32, samples: &[f32]) {
 /// RIFF `sfbk` holding the `INFO`, `sdta` (16-bit samples, each followed by
 /// 46 zero samples) and `pdta` (presets, instruments, samples, each list with
 /// its terminal record) lists.
-#[allow(dead_code)]
 pub fn tiny_soundfont() -> Vec<u8> {
     fn chunk(id: &[u8; 4], body: &[u8]) -> Vec<u8> {
         let mut v = id.to_vec();
@@ -117,7 +117,6 @@ pub fn tiny_soundfont() -> Vec<u8> {
 
 /// A piano-like tone at `rate` Hz: 8 harmonics of falling amplitude, 5 ms
 /// attack, exponential decay (0.6 s), peak about 0.27.
-#[allow(dead_code)] // not every test binary that includes this module uses it
 pub fn tone(rate: u32, pitch: u8, seconds: f64) -> Vec<f32> {
     let f0 = 440.0 * 2f64.powf((f64::from(pitch) - 69.0) / 12.0);
     let n = (seconds * f64::from(rate)) as usize;
@@ -133,7 +132,6 @@ pub fn tone(rate: u32, pitch: u8, seconds: f64) -> Vec<f32> {
 
 /// A WAV file's bytes written by hand: a 16-byte `fmt ` chunk (`format` 1 =
 /// PCM, 3 = float) and a data chunk that claims `claimed` bytes and holds `data`.
-#[allow(dead_code)] // not every test binary that includes this module uses it
 pub fn raw_wav(format: u16, channels: u16, rate: u32, bits: u16, claimed: u32, data: &[u8]) -> Vec<u8> {
     let block = channels * bits / 8;
     let mut b = Vec::new();
@@ -151,4 +149,31 @@ pub fn raw_wav(format: u16, channels: u16, rate: u32, bits: u16, claimed: u32, d
     b.extend_from_slice(&claimed.to_le_bytes());
     b.extend_from_slice(data);
     b
+}
+
+/// Runs the `sscnmf` binary with `args`.
+pub fn sscnmf(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sscnmf")).args(args).output().expect("runs")
+}
+
+/// Where the dev dataset is looked for: `$SSCNMF_DATA`, else
+/// `../shared/data/dev` beside the checkout (it may be absent).
+pub fn dev_data_root() -> PathBuf {
+    std::env::var_os("SSCNMF_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/dev"))
+}
+
+/// A tiny but valid dictionary: STFT 16/8/4 at 8 kHz, 2 notes, τ = 2.
+pub fn tiny_dictionary() -> sscnmf::templates::TemplateDictionary {
+    use sscnmf::factorization::ConvTemplates;
+    use sscnmf::spectrogram::StftConfig;
+    use sscnmf::templates::{TemplateDictionary, TemplateParams};
+    let stft = StftConfig { sample_rate: 8000, n_fft: 16, win_length: 8, hop_length: 4 };
+    let data: Vec<f32> = (0..9 * 2 * 2).map(|i| 0.01 + (i % 5) as f32 / 40.0).collect();
+    TemplateDictionary {
+        templates: ConvTemplates::new(9, 2, 2, data).unwrap(),
+        pitches: vec![60, 64],
+        params: TemplateParams { stft, beta: 1.0, iterations: 1, tool_version: "test".into(), source: "test".into() },
+    }
 }
