@@ -346,6 +346,14 @@ fn cases() -> Vec<Case> {
             outcome: error("cut-frame.flac", "truncated: the file ends before its first complete block of audio"),
         },
         Case {
+            name: "WAV with sample rate 0 (the decoder panics; caught)",
+            make: |d| {
+                write(d.join("rate0.wav"), &common::raw_wav(1, 1, 0, 16, 100, &[0; 100]));
+                transcribe(d, "rate0.wav", &[])
+            },
+            outcome: error("rate0.wav", "corrupt audio: the decoder failed on this file"),
+        },
+        Case {
             name: "WAV with 0 samples",
             make: |d| {
                 write(d.join("no-samples.wav"), &common::raw_wav(1, 1, RATE, 16, 0, &[]));
