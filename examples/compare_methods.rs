@@ -5,7 +5,8 @@
 //! ```sh
 //! cargo run --release --example compare_methods -- fluid.templates fluid.ad 30 song1.flac song2.flac
 //! ```
-//! Each song's reference is the MAPS `.txt` beside it.
+//! Each song's reference is the MAPS `.txt` beside it. With `none` for the
+//! attack/decay model only CNMF runs (to score a dictionary alone).
 
 use std::path::{Path, PathBuf};
 
@@ -13,16 +14,19 @@ use sscnmf::audio::DecodeOptions;
 use sscnmf::evaluation::evaluate;
 use sscnmf::experiments::reference_excerpt;
 use sscnmf::notes::read_notes;
-use sscnmf::transcription::{method_activations, Method, Model, OnsetDetector};
+use sscnmf::transcription::{Method, Model, OnsetDetector, Transcriber};
 
 fn main() -> sscnmf::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.len() < 4 {
-        eprintln!("usage: compare_methods TEMPLATES ATTACK_DECAY_MODEL SECONDS SONG...");
+        eprintln!("usage: compare_methods TEMPLATES ATTACK_DECAY_MODEL|none SECONDS SONG...");
         std::process::exit(2);
     }
     let templates = Model::load(Path::new(&args[0]))?;
-    let attack_decay = Model::load(Path::new(&args[1]))?;
+    let (attack_decay, methods) = match args[1].as_str() {
+        "none" => (None, vec![Method::Cnmf]),
+        path => (Some(Model::load(Path::new(path))?), Method::ALL.to_vec()),
+    };
     let seconds: f64 = args[2].parse().map_err(|_| sscnmf::Error::invalid_input("SECONDS must be a number"))?;
     let songs: Vec<PathBuf> = args[3..].iter().map(PathBuf::from).collect();
     let decode = DecodeOptions { duration_seconds: Some(seconds), ..Default::default() };
@@ -32,14 +36,19 @@ fn main() -> sscnmf::Result<()> {
         OnsetDetector::default().threshold
     );
     println!("|---|---|---|---|---|---|");
-    for method in Method::ALL {
-        let model = if method == Method::AttackDecay { &attack_decay } else { &templates };
+    for method in methods {
+        let model = match (&attack_decay, method) {
+            (Some(ad), Method::AttackDecay) => ad,
+            _ => &templates,
+        };
+        let mut transcriber = Transcriber::for_method(method, model.clone())?;
+        transcriber.decode = decode.clone();
         // f[song][δ index]
         let mut f = Vec::new();
         let mut at_default = Vec::new();
         let started = std::time::Instant::now();
         for song in &songs {
-            let activations = method_activations(song, method, model, &decode)?;
+            let activations = transcriber.transcribe_file(song)?.activations;
             let reference = reference_excerpt(&read_notes(&song.with_extension("txt"))?, seconds);
             let score = |threshold: f64| {
                 let notes = OnsetDetector { threshold, ..Default::default() }.detect(&activations);

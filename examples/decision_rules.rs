@@ -42,9 +42,9 @@ fn main() -> sscnmf::Result<()> {
             continue;
         }
         let learned = learn_or_load(&piano, 10, Some(&cache))?;
-        let calibration = learned.dictionary.calibration.clone().expect("calibrated by learn_or_load");
+        let calibration = learned.model.calibration.clone().expect("calibrated by learn_or_load");
         println!("## {}\ncalibration: {:?}", piano.name, calibration);
-        let mut transcriber = Transcriber::new(learned.dictionary)?;
+        let mut transcriber = Transcriber::new(learned.model)?;
         transcriber.decode = DecodeOptions { duration_seconds: Some(30.0), ..Default::default() };
         let calibrated = transcriber.detector;
         let mut grid_f = vec![Vec::new(); grid.len()];
@@ -109,7 +109,7 @@ fn mix_designs(data: &std::path::Path, cache: &std::path::Path, only: Option<&st
         }
         let Some(dir) = &piano.isolated_notes else { continue };
         let learned = learn_or_load(&piano, 10, Some(cache))?;
-        let transcriber = Transcriber::new(learned.dictionary)?;
+        let transcriber = Transcriber::new(learned.model)?;
         let all = discover_calibration_notes(dir, 0)?;
         for (name, lo, hi) in [("all intensities", 0, 127), ("M only", 70, 70), ("M and F", 70, 127)] {
             let notes: Vec<_> = all.iter().filter(|n| (lo..=hi).contains(&n.note.velocity)).cloned().collect();

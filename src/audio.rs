@@ -332,6 +332,7 @@ fn stream_source(
     options: &DecodeOptions,
     sink: &mut dyn FnMut(&[f32], u32) -> Result<()>,
 ) -> Result<StreamInfo> {
+    let byte_len = source.byte_len();
     let stream = MediaSourceStream::new(source, Default::default());
     let mut hint = Hint::new();
     if let Some(ext) = extension {
@@ -340,9 +341,10 @@ fn stream_source(
     // Gapless: trim MP3/AAC encoder delay and padding, so that time 0 in the
     // file is time 0 in the samples.
     let format_options = FormatOptions { enable_gapless: true, ..Default::default() };
-    let probed = symphonia::default::get_probe()
-        .format(&hint, stream, &format_options, &MetadataOptions::default())
-        .map_err(probe_error)?;
+    let probed = guarded(|| {
+        symphonia::default::get_probe().format(&hint, stream, &format_options, &MetadataOptions::default())
+    })?
+    .map_err(probe_error)?;
     let mut format = probed.format;
 
     let track = format
@@ -370,6 +372,25 @@ fn stream_source(
         channels = Some(n);
     }
 
+    // A header's frame count backed by at least a byte per frame (always
+    // true of PCM: WAV's data length was checked against the file's size
+    // above) is believed: a file longer than the limit is refused before any
+    // work. A compressed stream's count is not (a lying header could then
+    // refuse a short file); the limit is applied while decoding.
+    if let (Some(n_frames), Some(r), Some(len)) = (params.n_frames, params.sample_rate, byte_len) {
+        if n_frames <= len {
+            let cut = Cut::new(options, r);
+            let available = n_frames.saturating_sub(cut.skip);
+            if cut.keep.map_or(available, |k| k.min(available)) > cut.limit {
+                return Err(too_long(options).with_message(format!(
+                    "audio is {:.0} s long, longer than the maximum duration of {} s; raise --max-duration to decode it",
+                    n_frames as f64 / f64::from(r),
+                    options.max_duration_seconds
+                )));
+            }
+        }
+    }
+
     let mut cut: Option<Cut> = None;
     // Mono samples of the current packet, and how many were kept in all.
     let mut mono: Vec<f32> = Vec::new();
@@ -383,7 +404,7 @@ fn stream_source(
     let time = |frames: u64, rate: Option<u32>| frames as f64 / f64::from(rate.unwrap_or(1).max(1));
 
     loop {
-        let packet = match format.next_packet() {
+        let packet = match guarded(|| format.next_packet())? {
             Ok(p) => p,
             Err(SymphoniaError::IoError(e)) if e.kind() == io::ErrorKind::UnexpectedEof => break,
             // A new chained stream (e.g. chained Ogg): keep the first.
@@ -398,8 +419,9 @@ fn stream_source(
         if packet.track_id() != track_id {
             continue;
         }
-        let decoded = match decoder.decode(&packet) {
-            Ok(d) => d,
+        // The decoded buffer borrows the decoder: taken after the guarded call.
+        match guarded(|| decoder.decode(&packet).map(|_| ()))? {
+            Ok(()) => {}
             Err(SymphoniaError::DecodeError(msg)) => {
                 packets_failed += 1;
                 first_failure.get_or_insert_with(|| msg.to_string());
@@ -409,7 +431,8 @@ fn stream_source(
             Err(e) => {
                 return Err(audio_error(format!("cannot decode the audio at {:.3} s ({e})", time(position, rate))))
             }
-        };
+        }
+        let decoded = decoder.last_decoded();
         packets_ok += 1;
         let frames = decoded.frames();
         if frames == 0 {
@@ -472,10 +495,7 @@ fn stream_source(
         if hi > lo {
             let kept_after = kept + (hi - lo);
             if kept_after > cut.limit {
-                return Err(audio_error(format!(
-                    "audio is longer than the maximum duration of {} s; raise --max-duration to decode it",
-                    options.max_duration_seconds
-                )));
+                return Err(too_long(options));
             }
             mono.clear();
             for frame in (lo - start) as usize..(hi - start) as usize {
@@ -514,7 +534,12 @@ fn stream_source(
         return Err(audio_error("contains no audio samples"));
     };
     if position == 0 {
-        return Err(audio_error("contains no audio samples"));
+        return Err(match params.n_frames {
+            Some(n) if n > 0 => audio_error(format!(
+                "truncated: the file ends before its first complete block of audio (its header announces {n} samples)"
+            )),
+            _ => audio_error("contains no audio samples"),
+        });
     }
     if kept == 0 {
         return Err(audio_error(format!(
@@ -524,6 +549,20 @@ fn stream_source(
         )));
     }
     Ok(StreamInfo { sample_rate: rate, source_sample_rate: rate, channels, samples: kept })
+}
+
+/// Runs a call into the decoder, turning a panic in it (a decoder bug met
+/// on a malformed file) into an error about the file.
+fn guarded<T>(f: impl FnOnce() -> T) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .map_err(|_| audio_error("corrupt audio: the decoder failed on this file"))
+}
+
+fn too_long(options: &DecodeOptions) -> Error {
+    audio_error(format!(
+        "audio is longer than the maximum duration of {} s; raise --max-duration to decode it",
+        options.max_duration_seconds
+    ))
 }
 
 fn check_channel(selection: ChannelSelection, n_channels: usize) -> Result<()> {

@@ -21,6 +21,11 @@
 //! ground truth is exact: onsets, offsets (onset + held time) and the
 //! recordings' velocities.
 //!
+//! Templates learned from a SoundFont (`learn --soundfont`) are calibrated
+//! on the same placements played through the SoundFont's preset at MAPS's M
+//! and F velocities ([`soundfont_mix`], [`calibrate_on_soundfont`]): there
+//! the keys are released and the preset's own release follows.
+//!
 //! # What is chosen on it ([`calibrate`])
 //!
 //! With the dictionary's own transcriber (default settings):
@@ -48,6 +53,7 @@ use serde::{Deserialize, Serialize};
 use crate::audio::{load_audio, DecodeOptions};
 use crate::evaluation::{match_notes, precision_recall_f1_overlap, MatchParams};
 use crate::notes::{read_notes, Note};
+use crate::soundfont::{IsolatedNoteTiming, LoadedSoundFont, Preset};
 use crate::templates::{is_audio_file, parse_maps_note_name};
 use crate::transcription::{OffsetRule, OnsetDetector, Transcriber, VelocityRule};
 use crate::{Error, ErrorKind, Result};
@@ -229,13 +235,14 @@ struct Placement {
     held: f64,
 }
 
-/// The placements of a mix of `notes` (see the [module docs](self)).
-fn draw_placements(notes: &[CalibrationNote], settings: &MixSettings) -> Vec<Placement> {
+/// The placements of a mix of `notes` (recordings' notes: pitch, velocity,
+/// and the key held from `onset` to `offset`; see the [module docs](self)).
+fn draw_placements(notes: &[Note], settings: &MixSettings) -> Vec<Placement> {
     let mut by_pitch: HashMap<u8, Vec<usize>> = HashMap::new();
     for (i, n) in notes.iter().enumerate() {
-        by_pitch.entry(n.note.pitch).or_default().push(i);
+        by_pitch.entry(n.pitch).or_default().push(i);
     }
-    let (lowest, highest) = (notes.iter().map(|n| n.note.pitch).min(), notes.iter().map(|n| n.note.pitch).max());
+    let (lowest, highest) = (notes.iter().map(|n| n.pitch).min(), notes.iter().map(|n| n.pitch).max());
     let (Some(lowest), Some(highest)) = (lowest, highest) else { return Vec::new() };
     let mut rng = SplitMix(settings.seed);
     let mut busy_until: HashMap<u8, f64> = HashMap::new();
@@ -258,7 +265,7 @@ fn draw_placements(notes: &[CalibrationNote], settings: &MixSettings) -> Vec<Pla
                     continue;
                 }
                 let recording = choices[(rng.uniform() * choices.len() as f64) as usize % choices.len()];
-                let recorded = notes[recording].note.offset - notes[recording].note.onset;
+                let recorded = notes[recording].offset - notes[recording].onset;
                 let held = (settings.min_held + (settings.max_held - settings.min_held) * rng.uniform()).min(recorded);
                 busy_until.insert(pitch, t + held + 0.3);
                 placed.push(Placement { recording, onset: t, held });
@@ -277,7 +284,7 @@ const FADE_TIME_CONSTANT: f64 = 0.05;
 /// Builds the calibration mix at `sample_rate` from `notes` (only the
 /// recordings it uses are decoded, in parallel).
 pub fn synthetic_mix(notes: &[CalibrationNote], sample_rate: u32, settings: &MixSettings) -> Result<CalibrationMix> {
-    let placements = draw_placements(notes, settings);
+    let placements = draw_placements(&notes.iter().map(|n| n.note).collect::<Vec<_>>(), settings);
     let mut used: Vec<usize> = placements.iter().map(|p| p.recording).collect();
     used.sort_unstable();
     used.dedup();
@@ -306,6 +313,64 @@ pub fn synthetic_mix(notes: &[CalibrationNote], sample_rate: u32, settings: &Mix
     }
     truth.sort_by(|a, b| a.onset.total_cmp(&b.onset).then(a.pitch.cmp(&b.pitch)));
     Ok(CalibrationMix { samples, notes: truth })
+}
+
+/// The velocities of a SoundFont's calibration notes: MAPS's M and F (the
+/// median intensity and louder, as [`calibrate_on_folder`] keeps).
+pub const SOUNDFONT_VELOCITIES: [u8; 2] = [70, 100];
+
+/// The calibration mix of a SoundFont's preset: the placements of
+/// [`synthetic_mix`], drawn from `pitches` at [`SOUNDFONT_VELOCITIES`] (each
+/// candidate held as long as MAPS's isolated notes, 2 s), played as one
+/// performance through the synthesizer ([`LoadedSoundFont::render`]): each
+/// key is released at the end of its held time and the preset's own release
+/// follows (no synthetic fade). The ground truth is the performance.
+pub fn soundfont_mix(
+    sound_font: &LoadedSoundFont,
+    preset: Preset,
+    pitches: &[u8],
+    sample_rate: u32,
+    settings: &MixSettings,
+) -> Result<CalibrationMix> {
+    let timing = IsolatedNoteTiming::default();
+    let candidates: Vec<Note> = pitches
+        .iter()
+        .flat_map(|&pitch| {
+            SOUNDFONT_VELOCITIES.iter().map(move |&velocity| Note {
+                onset: timing.silence,
+                offset: timing.silence + timing.hold,
+                pitch,
+                velocity,
+            })
+        })
+        .collect();
+    let mut notes: Vec<Note> = draw_placements(&candidates, settings)
+        .iter()
+        .map(|p| {
+            let c = &candidates[p.recording];
+            // On the sample grid, as the recordings' mix is.
+            let rate = f64::from(sample_rate);
+            let onset = (p.onset * rate).round() / rate;
+            Note { onset, offset: onset + (p.held * rate).round() / rate, ..*c }
+        })
+        .collect();
+    notes.sort_by(|a, b| a.onset.total_cmp(&b.onset).then(a.pitch.cmp(&b.pitch)));
+    let samples = sound_font.render(preset, &notes, sample_rate, settings.seconds)?;
+    Ok(CalibrationMix { samples, notes })
+}
+
+/// Calibrates `transcriber`'s dictionary on a SoundFont preset's
+/// [`soundfont_mix`] over `pitches`, with the default mix settings.
+pub fn calibrate_on_soundfont(
+    transcriber: &Transcriber,
+    sound_font: &LoadedSoundFont,
+    preset: Preset,
+    pitches: &[u8],
+) -> Result<Calibration> {
+    let settings = MixSettings::default();
+    let rate = transcriber.dictionary().params.stft.sample_rate;
+    let mix = soundfont_mix(sound_font, preset, pitches, rate, &settings)?;
+    calibrate(transcriber, &mix, &settings).map_err(|e| e.with_path(&sound_font.path))
 }
 
 /// The δ grid of [`calibrate`]: 0.01:0.01:0.40.
@@ -386,6 +451,25 @@ pub fn calibrate(transcriber: &Transcriber, mix: &CalibrationMix, settings: &Mix
     })
 }
 
+/// Bumped whenever [`calibrate`] or the mix change in a way their settings
+/// do not show (part of [`procedure_key`]).
+const PROCEDURE_REVISION: u32 = 3;
+
+/// Everything that shapes a calibration besides the isolated notes and the
+/// templates, as text (for cache keys): the mix's settings, the δ grid, the
+/// offset fractions, the plateau width, the transcriber's default regression
+/// and a revision of the procedure.
+pub fn procedure_key() -> String {
+    format!(
+        "revision={PROCEDURE_REVISION} mix={:?} fade={FADE_SECONDS}/{FADE_TIME_CONSTANT} grid={:?} fractions={:?} \
+         plateau={PLATEAU} regression={}",
+        MixSettings::default(),
+        threshold_grid(),
+        OFFSET_FRACTIONS,
+        crate::factorization::ConvolutiveRegression::default().settings_key()
+    )
+}
+
 /// Calibrates `transcriber`'s dictionary on the isolated notes of the MAPS
 /// folder `dir` (sustain `sustain`, the median velocity and louder) with the
 /// default mix.
@@ -446,6 +530,7 @@ mod tests {
             })
             .collect();
         let s = MixSettings::default();
+        let notes: Vec<Note> = notes.iter().map(|n| n.note).collect();
         let placed = draw_placements(&notes, &s);
         // About 4 chords of 1.7 notes a second over 58 s.
         assert!(placed.len() > 250 && placed.len() < 550, "{}", placed.len());
@@ -454,7 +539,7 @@ mod tests {
         // A pitch is never struck while it sounds.
         for (i, a) in placed.iter().enumerate() {
             for b in &placed[i + 1..] {
-                if notes[a.recording].note.pitch == notes[b.recording].note.pitch {
+                if notes[a.recording].pitch == notes[b.recording].pitch {
                     assert!(b.onset >= a.onset + a.held + 0.3 - 1e-9);
                 }
             }

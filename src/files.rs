@@ -2,23 +2,58 @@
 //! overwrite of an input.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use crate::{Error, Result};
 
-/// Writes `bytes` to `path` atomically: into a temporary file in the same
-/// folder, flushed, then renamed over `path`. If anything fails, `path` is
-/// untouched and the temporary file is removed, so a reader never sees a
-/// half-written file and an interrupted run leaves no debris.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = match path.parent() {
+/// Temporary files being written by [`write_atomically`] right now.
+static PENDING: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// Removes the temporary files that [`write_atomically`] is writing at this
+/// moment; for an interrupt handler about to end the process (which would
+/// otherwise leave them behind: a temporary file is removed on drop, and
+/// exiting drops nothing). Finished outputs are untouched, and an output
+/// whose rename is under way is either whole or not there.
+pub fn remove_pending_temporary_files() {
+    let pending = PENDING.lock().unwrap_or_else(|e| e.into_inner());
+    for path in pending.iter() {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+/// The folder an output file goes into (`.` for a bare file name).
+fn output_folder(path: &Path) -> &Path {
+    match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
-    };
-    if !dir.is_dir() {
-        return Err(Error::io(path, std::io::Error::new(std::io::ErrorKind::NotFound, "folder does not exist"))
-            .with_message("cannot write: folder does not exist"));
     }
+}
+
+/// Checks, before any work is done, that `path` can be written: its folder
+/// exists, is a folder, and accepts a new file (a temporary file is made
+/// there and removed). Errors name `path`.
+pub fn check_output_folder(path: &Path) -> Result<()> {
+    let dir = output_folder(path);
+    check_folder(path, dir)?;
+    temporary_file(path, dir).map(drop)
+}
+
+fn check_folder(path: &Path, dir: &Path) -> Result<()> {
+    let missing = |message: &str| {
+        Error::io(path, std::io::Error::new(std::io::ErrorKind::NotFound, "folder does not exist"))
+            .with_message(format!("cannot write: {message}"))
+    };
+    if dir.is_dir() {
+        Ok(())
+    } else if dir.exists() {
+        Err(missing(&format!("{} is not a folder", dir.display())))
+    } else {
+        Err(missing("folder does not exist"))
+    }
+}
+
+fn temporary_file(path: &Path, dir: &Path) -> Result<tempfile::NamedTempFile> {
     let mut builder = tempfile::Builder::new();
     builder.prefix(".sscnmf-").suffix(".tmp");
     // tempfile creates files readable by the owner only; outputs should get
@@ -28,11 +63,27 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
         use std::os::unix::fs::PermissionsExt;
         builder.permissions(std::fs::Permissions::from_mode(0o666));
     }
-    let mut tmp = builder.tempfile_in(dir).map_err(|e| Error::io(path, e))?;
-    tmp.write_all(bytes).map_err(|e| Error::io(path, e))?;
-    tmp.as_file().sync_all().map_err(|e| Error::io(path, e))?;
-    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
-    Ok(())
+    builder.tempfile_in(dir).map_err(|e| Error::io(path, e))
+}
+
+/// Writes `bytes` to `path` atomically: into a temporary file in the same
+/// folder, flushed, then renamed over `path`. If anything fails, `path` is
+/// untouched and the temporary file is removed, so a reader never sees a
+/// half-written file and an interrupted run leaves no debris.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = output_folder(path);
+    check_folder(path, dir)?;
+    let mut tmp = temporary_file(path, dir)?;
+    let tmp_path = tmp.path().to_path_buf();
+    PENDING.lock().unwrap_or_else(|e| e.into_inner()).push(tmp_path.clone());
+    let result = (|| {
+        tmp.write_all(bytes).map_err(|e| Error::io(path, e))?;
+        tmp.as_file().sync_all().map_err(|e| Error::io(path, e))?;
+        tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
+        Ok(())
+    })();
+    PENDING.lock().unwrap_or_else(|e| e.into_inner()).retain(|p| p != &tmp_path);
+    result
 }
 
 /// The entries of folder `dir` that `keep` accepts, sorted by path (an

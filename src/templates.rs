@@ -14,7 +14,7 @@
 //!
 //! | tensor | dtype | shape | meaning |
 //! |---|---|---|---|
-//! | `templates` | F32 | [K, τ, F] | `templates[q, i, f]` = W[f, i, q] of the paper, each template summing to 1 |
+//! | `templates` | F32 (or BF16) | [K, τ, F] | `templates[q, i, f]` = W[f, i, q] of the paper, each template summing to 1 |
 //! | `pitches` | U8 | [K] | MIDI pitch of template q, strictly increasing |
 //!
 //! and string metadata (`__metadata__`): `format` = `sscnmf-templates`,
@@ -90,12 +90,23 @@ impl TemplateDictionary {
         PIANO_PITCHES.filter(|p| !self.pitches.contains(p)).collect()
     }
 
-    /// The dictionary as safetensors bytes (format above).
+    /// The dictionary as safetensors bytes (format above), templates in F32.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        self.to_bytes_as(StoredPrecision::F32)
+    }
+
+    /// The dictionary as safetensors bytes with the templates stored in
+    /// `precision` (BF16 halves the file; reading converts back to f32).
+    pub fn to_bytes_as(&self, precision: StoredPrecision) -> Result<Vec<u8>> {
         use safetensors::tensor::{serialize, Dtype, TensorView};
         let t = &self.templates;
-        let bytes: Vec<u8> = t.data.iter().flat_map(|x| x.to_le_bytes()).collect();
-        let templates = TensorView::new(Dtype::F32, vec![t.n_templates, t.tau, t.n_bins], &bytes)
+        let (dtype, bytes): (Dtype, Vec<u8>) = match precision {
+            StoredPrecision::F32 => (Dtype::F32, t.data.iter().flat_map(|x| x.to_le_bytes()).collect()),
+            StoredPrecision::Bf16 => {
+                (Dtype::BF16, t.data.iter().flat_map(|&x| half::bf16::from_f32(x).to_le_bytes()).collect())
+            }
+        };
+        let templates = TensorView::new(dtype, vec![t.n_templates, t.tau, t.n_bins], &bytes)
             .map_err(|e| Error::internal(format!("templates tensor: {e}")))?;
         let pitches = TensorView::new(Dtype::U8, vec![self.pitches.len()], &self.pitches)
             .map_err(|e| Error::internal(format!("pitches tensor: {e}")))?;
@@ -123,8 +134,8 @@ impl TemplateDictionary {
 
         let pitches = read_pitches(&st)?;
         let templates_view = st.tensor("templates").map_err(|_| bad("tensor `templates` is missing".into()))?;
-        if templates_view.dtype() != Dtype::F32 || templates_view.shape().len() != 3 {
-            return Err(bad("tensor `templates` must be F32 of shape [K, tau, F]".into()));
+        if !matches!(templates_view.dtype(), Dtype::F32 | Dtype::BF16) || templates_view.shape().len() != 3 {
+            return Err(bad("tensor `templates` must be F32 or BF16 of shape [K, tau, F]".into()));
         }
         let shape = templates_view.shape().to_vec();
         let (k, tau, f) = (shape[0], shape[1], shape[2]);
@@ -144,7 +155,14 @@ impl TemplateDictionary {
                 stft.n_fft / 2 + 1
             )));
         }
-        let data = f32_values(templates_view.data());
+        let data = match templates_view.dtype() {
+            Dtype::BF16 => templates_view
+                .data()
+                .chunks_exact(2)
+                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            _ => f32_values(templates_view.data()),
+        };
         if let Some(pos) = data.iter().position(|x| !x.is_finite() || *x < 0.0) {
             let q = pos / (tau * f);
             return Err(bad(format!(
@@ -162,6 +180,12 @@ impl TemplateDictionary {
             None => None,
         };
         Ok(TemplateDictionary { templates: ConvTemplates::new(f, tau, k, data)?, pitches, params, calibration })
+    }
+
+    /// The dictionary built into the binary ([`BUILTIN_TEMPLATES`]): a grand
+    /// piano, 88 pitches, τ = 10, the paper's STFT at 44.1 kHz.
+    pub fn builtin() -> Result<Self> {
+        Self::from_bytes(BUILTIN_TEMPLATES).map_err(|e| Error::internal(format!("the built-in dictionary: {e}")))
     }
 
     /// Reads and validates a dictionary file.
@@ -201,6 +225,21 @@ impl TemplateDictionary {
             calibration: self.calibration.clone(),
         })
     }
+}
+
+/// The built-in dictionary's file (`assets/builtin-piano.templates`, BF16;
+/// how it was made, its source and licence: `assets/README.md`).
+pub const BUILTIN_TEMPLATES: &[u8] = include_bytes!("../assets/builtin-piano.templates");
+
+/// How a dictionary file stores its templates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StoredPrecision {
+    /// 32-bit floats (default; what `learn` writes).
+    #[default]
+    F32,
+    /// bfloat16: f32's exponent range with an 8-bit significand (relative
+    /// error below 2^-8), half the size; the built-in dictionary uses it.
+    Bf16,
 }
 
 /// The kinds of model file this tool writes, by their `format` metadata.
@@ -498,6 +537,13 @@ impl TemplateLearner {
         Ok(fit.template)
     }
 
+    /// The template of one note given as samples at the STFT's sample rate.
+    pub fn learn_samples(&self, stft: &Stft, samples: &[f32]) -> Result<Matrix<f64>> {
+        let spec = stft.magnitude(samples);
+        let m = Matrix::from_column_major(spec.n_bins, spec.n_frames, spec.data)?;
+        Ok(learn_rank_one(&m, &self.cnmf)?.template)
+    }
+
     /// Learns every note (in parallel), calling `on_done` after each, and
     /// returns the dictionary sorted by pitch. The first failure is returned
     /// as an error naming its file.
@@ -509,15 +555,50 @@ impl TemplateLearner {
         Beta::new(self.cnmf.beta.value())?;
         let stft = Stft::new(self.stft.clone())?;
         let (sorted, learned) = learn_each(notes, on_done, |note| self.learn_one(&stft, note))?;
+        self.dictionary(sorted.iter().map(|n| n.pitch).collect(), learned)
+    }
+
+    /// Learns from notes rendered in memory (e.g. by
+    /// [`crate::soundfont::render_isolated_notes`], at the STFT's sample
+    /// rate), in parallel, calling `on_done` with each pitch when done.
+    /// Two notes of one pitch are an error.
+    pub fn learn_rendered(
+        &self,
+        notes: &[crate::soundfont::RenderedNote],
+        on_done: impl Fn(u8) + Sync,
+    ) -> Result<TemplateDictionary> {
+        Beta::new(self.cnmf.beta.value())?;
+        let stft = Stft::new(self.stft.clone())?;
+        let mut sorted: Vec<&crate::soundfont::RenderedNote> = notes.iter().collect();
+        sorted.sort_by_key(|n| n.pitch);
+        if let Some(w) = sorted.windows(2).find(|w| w[0].pitch == w[1].pitch) {
+            return Err(Error::invalid_input(format!("two renderings of MIDI pitch {}", w[0].pitch)));
+        }
+        let learned = sorted
+            .par_iter()
+            .map(|note| {
+                let r = self.learn_samples(&stft, &note.samples);
+                on_done(note.pitch);
+                r.map_err(|e| {
+                    let message = format!("MIDI pitch {}: {}", note.pitch, e.message());
+                    e.with_message(message)
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.dictionary(sorted.iter().map(|n| n.pitch).collect(), learned)
+    }
+
+    /// The dictionary of `learned` templates (F × τ each) for `pitches`.
+    fn dictionary(&self, pitches: Vec<u8>, learned: Vec<Matrix<f64>>) -> Result<TemplateDictionary> {
         let f = self.stft.n_fft / 2 + 1;
         let tau = self.cnmf.tau;
-        let mut data = Vec::with_capacity(f * tau * sorted.len());
+        let mut data = Vec::with_capacity(f * tau * pitches.len());
         for r in learned {
             data.extend(r.data.iter().map(|&x| x as f32));
         }
         Ok(TemplateDictionary {
-            templates: ConvTemplates::new(f, tau, sorted.len(), data)?,
-            pitches: sorted.iter().map(|n| n.pitch).collect(),
+            templates: ConvTemplates::new(f, tau, pitches.len(), data)?,
+            pitches,
             params: TemplateParams {
                 stft: self.stft.clone(),
                 beta: self.cnmf.beta.value(),
@@ -586,6 +667,26 @@ mod tests {
         let old = crate::transcription::Transcriber::new(small_dictionary()).unwrap();
         assert_eq!(old.detector, crate::transcription::OnsetDetector::default());
         assert_eq!(old.detector.threshold, crate::transcription::DEFAULT_THRESHOLD);
+    }
+
+    #[test]
+    fn builtin_dictionary_covers_the_piano() {
+        let d = TemplateDictionary::builtin().unwrap();
+        assert_eq!(d.pitches, PIANO_PITCHES.collect::<Vec<u8>>());
+        assert_eq!((d.tau(), d.params.stft.clone()), (10, StftConfig::default()));
+        assert!(BUILTIN_TEMPLATES.len() < 10 << 20);
+    }
+
+    #[test]
+    fn bf16_dictionaries_read_back_to_bf16_precision() {
+        let d = small_dictionary();
+        let bytes = d.to_bytes_as(StoredPrecision::Bf16).unwrap();
+        assert!(bytes.len() < d.to_bytes().unwrap().len());
+        let back = TemplateDictionary::from_bytes(&bytes).unwrap();
+        assert_eq!((back.pitches.clone(), back.params.clone()), (d.pitches.clone(), d.params.clone()));
+        for (a, b) in d.templates.data.iter().zip(&back.templates.data) {
+            assert!((a - b).abs() <= a.abs() / 256.0, "{a} read back as {b}");
+        }
     }
 
     #[test]

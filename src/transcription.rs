@@ -157,15 +157,6 @@ impl Model {
     }
 }
 
-/// The activations of the audio file `path` by `method` on `model`, decoded
-/// as `decode` says, with every other setting at its default: the entry
-/// point for comparing methods on the same recordings.
-pub fn method_activations(path: &Path, method: Method, model: &Model, decode: &DecodeOptions) -> Result<Activations> {
-    let mut transcriber = Transcriber::for_method(method, model.clone())?;
-    transcriber.decode = decode.clone();
-    Ok(transcriber.transcribe_file(path)?.activations)
-}
-
 /// Activations of each template over time.
 #[derive(Debug, Clone)]
 pub struct Activations {
@@ -512,6 +503,11 @@ impl Transcriber {
         self.method
     }
 
+    /// The attack/decay model's parameters ([`Method::AttackDecay`] only).
+    pub fn attack_decay_params(&self) -> Option<&AttackDecayParams> {
+        self.attack_decay.as_ref()
+    }
+
     /// The activations of `m` (frames `first ..` of the recording) by the
     /// method in use.
     fn fit_at(&self, m: &Matrix<f64>, first: usize) -> Result<(Matrix<f64>, FitInfo)> {
@@ -668,7 +664,16 @@ struct ChunkedFit<'a> {
     times: StageTimes,
     /// Called with the seconds fitted after each chunk.
     progress: Option<&'a dyn Fn(f64)>,
+    /// The largest |sample| received.
+    peak: f32,
 }
+
+/// Samples below this in magnitude (2^−24, under the smallest step of
+/// 24-bit audio) are digital silence: a recording with none above it has
+/// zero activations, hence no notes. (Its fit would otherwise give
+/// activations at the level of the regression's floor, which scaling by the
+/// largest activation would turn into notes.)
+pub const SILENCE_LEVEL: f32 = 1.0 / 16_777_216.0;
 
 impl<'a> ChunkedFit<'a> {
     fn new(transcriber: &'a Transcriber) -> Result<Self> {
@@ -683,6 +688,7 @@ impl<'a> ChunkedFit<'a> {
             values: Vec::new(),
             times: StageTimes::default(),
             progress: None,
+            peak: 0.0,
         })
     }
 
@@ -702,6 +708,7 @@ impl<'a> ChunkedFit<'a> {
     /// Takes more samples; fits every chunk whose frames and context are
     /// all available.
     fn push(&mut self, samples: &[f32]) -> Result<()> {
+        self.peak = samples.iter().fold(self.peak, |m, x| m.max(x.abs()));
         self.buffer.extend_from_slice(samples);
         self.received += samples.len();
         let Chunking { chunk_frames, context_frames } = self.chunking;
@@ -752,6 +759,9 @@ impl<'a> ChunkedFit<'a> {
         let core = self.next_chunk * self.chunking.chunk_frames;
         self.fit_frames(core.saturating_sub(self.chunking.context_frames), n_frames, core, n_frames)?;
         let k = self.transcriber.dictionary.templates.n_templates;
+        if self.peak < SILENCE_LEVEL {
+            self.values.fill(0.0);
+        }
         let values = Matrix::from_column_major(k, n_frames, self.values)?;
         Ok((values, self.times))
     }
@@ -867,5 +877,52 @@ mod tests {
         let (note, raw) = d.detect_with_peaks(&a)[0];
         assert_eq!(raw, 4.0);
         assert_eq!(note.velocity, (70.0 + 20.0 * 4f64.ln()).round() as u8);
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever the activations (zeros, spikes, noise, huge or tiny
+        /// values), the notes are sorted by (onset, pitch), each has
+        /// onset < offset within the recording, a pitch of the dictionary
+        /// and a velocity in 1..=127, and same-pitch notes do not overlap,
+        /// with either offset rule and either velocity rule.
+        #[test]
+        fn detected_notes_keep_their_invariants(
+            k in 1usize..5,
+            values in prop::collection::vec(
+                prop_oneof![Just(0.0), 0.0..1.0f64, 0.0..1e30f64, 0.0..1e-30f64], 1..400),
+            threshold in 0.0..0.5f64,
+            half_window in 0usize..12,
+            start in 0.0..100.0f64,
+            raw in proptest::bool::ANY,
+            decay in prop::option::of(0.0..1.0f64),
+            log_peak in prop::option::of((-200.0..200.0f64, -50.0..50.0f64)),
+        ) {
+            let n = values.len() / k;
+            prop_assume!(n > 0);
+            let values = Matrix::from_column_major(k, n, values[..k * n].to_vec()).unwrap();
+            let pitches: Vec<u8> = (0..k as u8).map(|q| 21 + 7 * q).collect();
+            let a = Activations { values, pitches: pitches.clone(), hop_seconds: 0.02, start_seconds: start };
+            let scale = if raw { ActivationScale::Raw } else { ActivationScale::Max };
+            let offsets = decay.map_or(OffsetRule::RunEnd, |fraction| OffsetRule::Decay { fraction });
+            let velocity =
+                log_peak.map_or(VelocityRule::Sqrt, |(intercept, slope)| VelocityRule::LogPeak { intercept, slope });
+            let notes = OnsetDetector { threshold, half_window, scale, offsets, velocity }.detect(&a);
+            let end = start + n as f64 * 0.02;
+            for w in notes.windows(2) {
+                prop_assert!((w[0].onset, w[0].pitch) <= (w[1].onset, w[1].pitch), "{w:?}");
+            }
+            for note in &notes {
+                prop_assert!(start <= note.onset && note.onset < note.offset && note.offset <= end + 1e-9, "{note:?}");
+                prop_assert!(pitches.contains(&note.pitch) && (1..=127).contains(&note.velocity), "{note:?}");
+            }
+            for &p in &pitches {
+                let same: Vec<&Note> = notes.iter().filter(|x| x.pitch == p).collect();
+                for w in same.windows(2) {
+                    prop_assert!(w[0].offset <= w[1].onset, "{w:?}");
+                }
+            }
+        }
     }
 }

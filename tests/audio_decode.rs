@@ -4,6 +4,8 @@
 //! hound cannot write); compressed formats come from tiny committed fixtures
 //! (`tests/fixtures/make_audio_fixtures.py`).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use sscnmf::audio::{decode_bytes, load_audio, Audio, ChannelSelection, DecodeOptions};
@@ -46,22 +48,7 @@ fn write_wav(path: &Path, rate: u32, bits: u16, float: bool, frames: &[Vec<f64>]
 
 /// A canonical 44-byte-header WAV: `format_tag` 1 (PCM) or 3 (float).
 fn wav_bytes(format_tag: u16, channels: u16, rate: u32, bits: u16, data: &[u8]) -> Vec<u8> {
-    let block = channels * bits / 8;
-    let mut b = Vec::new();
-    b.extend_from_slice(b"RIFF");
-    b.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
-    b.extend_from_slice(b"WAVEfmt ");
-    b.extend_from_slice(&16u32.to_le_bytes());
-    b.extend_from_slice(&format_tag.to_le_bytes());
-    b.extend_from_slice(&channels.to_le_bytes());
-    b.extend_from_slice(&rate.to_le_bytes());
-    b.extend_from_slice(&(rate * u32::from(block)).to_le_bytes());
-    b.extend_from_slice(&block.to_le_bytes());
-    b.extend_from_slice(&bits.to_le_bytes());
-    b.extend_from_slice(b"data");
-    b.extend_from_slice(&(data.len() as u32).to_le_bytes());
-    b.extend_from_slice(data);
-    b
+    common::raw_wav(format_tag, channels, rate, bits, data.len() as u32, data)
 }
 
 fn i16_data(values: &[i16]) -> Vec<u8> {
@@ -485,9 +472,7 @@ fn truncated_compressed_files_keep_what_is_there() {
 /// The dev dataset's FLAC (44.1 kHz mono 16-bit, 3.5 s), when present.
 #[test]
 fn dev_dataset_flac() {
-    let root = std::env::var_os("SSCNMF_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/dev"));
+    let root = common::dev_data_root();
     let path = root.join("FluidR3/ISOL/NO/MAPS_ISOL_NO_M_S0_M60_FluidR3.flac");
     if !path.exists() {
         if std::env::var("CI").as_deref() == Ok("true") {

@@ -2,13 +2,9 @@
 //! file, no partial outputs, JSON shapes.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 mod common;
-
-fn sscnmf(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sscnmf")).args(args).output().expect("runs")
-}
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
@@ -28,19 +24,9 @@ fn write(path: &Path, bytes: &[u8]) {
     std::fs::write(path, bytes).unwrap();
 }
 
-/// A tiny but valid dictionary (STFT 16/8/4 at 8 kHz, 2 notes).
+/// A tiny but valid dictionary ([`common::tiny_dictionary`]) saved in `dir`.
 fn tiny_templates(dir: &Path) -> std::path::PathBuf {
-    use sscnmf::factorization::ConvTemplates;
-    use sscnmf::spectrogram::StftConfig;
-    use sscnmf::templates::{TemplateDictionary, TemplateParams};
-    let stft = StftConfig { sample_rate: 8000, n_fft: 16, win_length: 8, hop_length: 4 };
-    let data: Vec<f32> = (0..9 * 2 * 2).map(|i| 0.01 + (i % 5) as f32 / 40.0).collect();
-    let d = TemplateDictionary {
-        templates: ConvTemplates::new(9, 2, 2, data).unwrap(),
-        pitches: vec![60, 64],
-        params: TemplateParams { stft, beta: 1.0, iterations: 1, tool_version: "test".into(), source: "test".into() },
-        calibration: None,
-    };
+    let d = common::tiny_dictionary();
     let path = dir.join("tiny.templates");
     d.save(&path).unwrap();
     path
@@ -55,27 +41,31 @@ fn help_teaches_and_exits_zero() {
         &["evaluate", "--help"],
         &["experiment", "--help"],
     ] {
-        let o = sscnmf(cmd);
+        let o = common::sscnmf(cmd);
         assert_eq!(o.status.code(), Some(0));
         assert!(String::from_utf8_lossy(&o.stdout).contains("Example"), "{cmd:?}");
     }
-    assert_eq!(sscnmf(&["transcribe"]).status.code(), Some(2));
-    assert_eq!(sscnmf(&["no-such-command"]).status.code(), Some(2));
+    assert_eq!(common::sscnmf(&["transcribe"]).status.code(), Some(2));
+    assert_eq!(common::sscnmf(&["no-such-command"]).status.code(), Some(2));
 }
 
 #[test]
 fn experiment_help_teaches_maestro_and_a_maestro_folder_needs_templates() {
-    let help = String::from_utf8_lossy(&sscnmf(&["experiment", "--help"]).stdout).into_owned();
+    let help = String::from_utf8_lossy(&common::sscnmf(&["experiment", "--help"]).stdout).into_owned();
     assert!(help.contains("--split test") && help.contains("--templates-from MAPS"), "{help}");
+    assert!(help.contains("--methods cnmf,nmf,attack-decay"), "{help}");
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     write(&d.join("maestro-v3.0.0.csv"), b"split,midi_filename,audio_filename\ntest,a.midi,a.wav\n");
-    let o = sscnmf(&["experiment", d.to_str().unwrap(), "--quiet"]);
+    let o = common::sscnmf(&["experiment", d.to_str().unwrap(), "--quiet"]);
     assert_input_error(&o, "--templates-from");
-    let o = sscnmf(&["experiment", d.to_str().unwrap(), "--split", "dev"]);
+    let o = common::sscnmf(&["experiment", d.to_str().unwrap(), "--split", "dev"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("possible values: train, validation, test"), "{}", stderr(&o));
-    assert_input_error(&sscnmf(&["experiment", d.to_str().unwrap(), "--pianos", "X", "-q"]), "no pianos to pick");
+    assert_input_error(
+        &common::sscnmf(&["experiment", d.to_str().unwrap(), "--pianos", "X", "-q"]),
+        "no pianos to pick",
+    );
 }
 
 #[test]
@@ -86,16 +76,16 @@ fn bad_inputs_get_one_line_errors_and_no_output() {
     let t = templates.to_str().unwrap();
 
     let missing = d.join("missing.wav");
-    assert_input_error(&sscnmf(&["transcribe", missing.to_str().unwrap(), "--templates", t]), "missing.wav");
+    assert_input_error(&common::sscnmf(&["transcribe", missing.to_str().unwrap(), "--templates", t]), "missing.wav");
 
     let empty = d.join("empty.wav");
     write(&empty, b"");
-    assert_input_error(&sscnmf(&["transcribe", empty.to_str().unwrap(), "--templates", t]), "empty.wav");
+    assert_input_error(&common::sscnmf(&["transcribe", empty.to_str().unwrap(), "--templates", t]), "empty.wav");
     assert!(!d.join("empty.mid").exists());
 
     let text = d.join("text.wav");
     write(&text, b"this is not audio at all, just some words in a file");
-    assert_input_error(&sscnmf(&["transcribe", text.to_str().unwrap(), "--templates", t]), "text.wav");
+    assert_input_error(&common::sscnmf(&["transcribe", text.to_str().unwrap(), "--templates", t]), "text.wav");
     assert!(!d.join("text.mid").exists());
 
     let audio = d.join("tone.wav");
@@ -104,17 +94,17 @@ fn bad_inputs_get_one_line_errors_and_no_output() {
     let bytes = std::fs::read(&templates).unwrap();
     write(&bad_templates, &bytes[..bytes.len() / 2]);
     assert_input_error(
-        &sscnmf(&["transcribe", audio.to_str().unwrap(), "--templates", bad_templates.to_str().unwrap()]),
+        &common::sscnmf(&["transcribe", audio.to_str().unwrap(), "--templates", bad_templates.to_str().unwrap()]),
         "bad.templates",
     );
 
     let out = d.join("no/such/folder/out.mid");
     assert_input_error(
-        &sscnmf(&["transcribe", audio.to_str().unwrap(), "--templates", t, "-o", out.to_str().unwrap()]),
+        &common::sscnmf(&["transcribe", audio.to_str().unwrap(), "--templates", t, "-o", out.to_str().unwrap()]),
         "out.mid",
     );
     assert_input_error(
-        &sscnmf(&["transcribe", audio.to_str().unwrap(), "--templates", t, "-o", audio.to_str().unwrap()]),
+        &common::sscnmf(&["transcribe", audio.to_str().unwrap(), "--templates", t, "-o", audio.to_str().unwrap()]),
         "overwrite an input",
     );
 
@@ -133,15 +123,15 @@ fn transcribe_writes_all_formats_and_refuses_to_overwrite() {
     let audio = d.join("tone.wav");
     common::write_wav(&audio, 8000, &(0..8000).map(|i| (i as f32 * 0.2).sin() * 0.3).collect::<Vec<_>>());
     let args = ["transcribe", audio.to_str().unwrap(), "--templates", templates.to_str().unwrap(), "--quiet"];
-    let o = sscnmf(&[&args[..], &["--format", "csv", "--format", "txt", "--format", "json"]].concat());
+    let o = common::sscnmf(&[&args[..], &["--format", "csv", "--format", "txt", "--format", "json"]].concat());
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     for ext in ["mid", "csv", "txt", "json"] {
         assert!(d.join(format!("tone.{ext}")).is_file(), "tone.{ext}");
     }
     let csv = std::fs::read_to_string(d.join("tone.csv")).unwrap();
     assert!(csv.starts_with("start_time_s,end_time_s,pitch_midi,velocity"));
-    assert_input_error(&sscnmf(&args), "already exists");
-    assert_eq!(sscnmf(&[&args[..], &["--overwrite"]].concat()).status.code(), Some(0));
+    assert_input_error(&common::sscnmf(&args), "already exists");
+    assert_eq!(common::sscnmf(&[&args[..], &["--overwrite"]].concat()).status.code(), Some(0));
 }
 
 #[test]
@@ -151,7 +141,7 @@ fn evaluate_prints_the_stable_json() {
     let estimate = dir.path().join("est.csv");
     write(&reference, b"OnsetTime\tOffsetTime\tMidiPitch\n0.5\t1.0\t60\n1.0\t1.5\t64\n");
     write(&estimate, b"start_time_s,end_time_s,pitch_midi,velocity\n0.52,1.0,60,80\n2.0,2.5,67,80\n");
-    let o = sscnmf(&["evaluate", reference.to_str().unwrap(), estimate.to_str().unwrap(), "--json"]);
+    let o = common::sscnmf(&["evaluate", reference.to_str().unwrap(), estimate.to_str().unwrap(), "--json"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     for key in ["onset", "onset_offset"] {
@@ -166,7 +156,7 @@ fn evaluate_prints_the_stable_json() {
     assert!((v["onset"]["accuracy"].as_f64().unwrap() - 1.0 / 3.0).abs() < 1e-12);
     let bad = dir.path().join("bad.csv");
     write(&bad, b"start_time_s,end_time_s,pitch_midi\n1.0,0.5,60\n");
-    assert_input_error(&sscnmf(&["evaluate", reference.to_str().unwrap(), bad.to_str().unwrap()]), "bad.csv");
+    assert_input_error(&common::sscnmf(&["evaluate", reference.to_str().unwrap(), bad.to_str().unwrap()]), "bad.csv");
 }
 
 #[test]
@@ -186,7 +176,7 @@ fn a_folder_of_inputs_goes_to_an_output_folder_and_failures_do_not_stop_the_batc
         );
     }
     write(&songs.join("broken.wav"), b"RIFF....WAVEfmt garbage");
-    let o = sscnmf(&[
+    let o = common::sscnmf(&[
         "transcribe",
         songs.to_str().unwrap(),
         "--templates",

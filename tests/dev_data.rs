@@ -8,6 +8,8 @@
 //! Learned templates are cached in `$SSCNMF_CACHE` when it is set (CI shares
 //! them with the dataset evaluation).
 
+mod common;
+
 use std::path::PathBuf;
 
 use sscnmf::audio::DecodeOptions;
@@ -18,9 +20,7 @@ use sscnmf::templates::TemplateDictionary;
 use sscnmf::transcription::{Chunking, Transcriber};
 
 fn data_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("SSCNMF_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/dev"));
+    let dir = common::dev_data_root();
     if dir.is_dir() {
         return Some(dir);
     }
@@ -48,7 +48,7 @@ fn fluidr3() -> Option<(Piano, TemplateDictionary)> {
     let pianos = discover_maps_dataset(&dir).unwrap();
     let piano = pianos.into_iter().find(|p| p.name == "FluidR3").expect("FluidR3 piano in the dev data");
     let cache = std::env::var_os("SSCNMF_CACHE").map(PathBuf::from);
-    let dictionary = learn_or_load(&piano, 10, cache.as_deref()).unwrap().dictionary;
+    let dictionary = learn_or_load(&piano, 10, cache.as_deref()).unwrap().model;
     Some((piano, dictionary))
 }
 

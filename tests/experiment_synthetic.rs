@@ -7,6 +7,8 @@
 //! that a second run is served by the cache, that the broken song is
 //! reported while the others go on, and that a MAESTRO-layout folder of the
 //! same songs gives the same scores with templates from the MAPS folder.
+//! A second test runs the three methods (CNMF, NMF, attack/decay) side by
+//! side: their conditions, their cache entries and their determinism.
 
 use std::path::Path;
 
@@ -17,7 +19,7 @@ use sscnmf::experiments::{
     learn_or_load, reference_excerpt, run_experiment, ExperimentConfig, Piano, Report, SongResult,
 };
 use sscnmf::notes::{read_notes, write_notes, Note, NoteFormat};
-use sscnmf::transcription::{OnsetDetector, Transcriber};
+use sscnmf::transcription::{Method, OnsetDetector, Transcriber};
 
 const RATE: u32 = 44100;
 const PITCHES: [u8; 3] = [60, 64, 67];
@@ -133,7 +135,7 @@ fn synthetic_maps_experiment_tables_cache_and_failures() {
     assert_eq!(names, [("PianoA", "PianoA"), ("PianoA", "PianoB"), ("PianoB", "PianoA"), ("PianoB", "PianoB")]);
     let tables = report.cross_piano();
     assert_eq!(tables.len(), 1);
-    assert_eq!((tables[0].method.as_str(), tables[0].tau), ("cnmf", 10));
+    assert_eq!((tables[0].method.as_str(), tables[0].tau), ("cnmf", Some(10)));
     assert_eq!(tables[0].train, ["PianoA", "PianoB"]);
     assert_eq!(tables[0].test, ["PianoA", "PianoB"]);
     assert_eq!(tables[0].cells, [[Some(0), Some(1)], [Some(2), Some(3)]]);
@@ -172,7 +174,7 @@ fn synthetic_maps_experiment_tables_cache_and_failures() {
 
     // A song's sweep is what the onset rule and the evaluation give at each δ.
     let pianos: Vec<Piano> = sscnmf::experiments::discover_maps_dataset(&data).unwrap();
-    let transcriber = Transcriber::new(learn_or_load(&pianos[0], 10, Some(&cache)).unwrap().dictionary).unwrap();
+    let transcriber = Transcriber::new(learn_or_load(&pianos[0], 10, Some(&cache)).unwrap().model).unwrap();
     let song = &pianos[0].songs[1];
     let activations = transcriber.transcribe_file(&song.audio).unwrap().activations;
     let reference = reference_excerpt(&read_notes(&song.reference).unwrap(), 30.0);
@@ -218,7 +220,12 @@ fn synthetic_maps_experiment_tables_cache_and_failures() {
     assert_eq!(files_in(&cache), cached_files);
     for (a, b) in again.conditions.iter().zip(&report.conditions) {
         assert!(a.templates.from_cache && a.songs.iter().all(|s| s.from_cache));
-        assert_eq!(a.templates.seconds, b.templates.seconds, "the recorded learning time");
+        // serde_json (without its float_roundtrip feature) may read the
+        // record back one ulp off.
+        assert!(
+            (a.templates.seconds - b.templates.seconds).abs() <= 1e-12 * b.templates.seconds,
+            "the recorded learning time"
+        );
         for (x, y) in a.songs.iter().zip(&b.songs) {
             assert_eq!(x.onset, y.onset);
             assert_eq!(x.seconds, y.seconds, "the recorded transcription time");
@@ -263,4 +270,99 @@ fn synthetic_maps_experiment_tables_cache_and_failures() {
     maestro_config.split = Some("train".into());
     maestro_config.song_limit = Some(1);
     assert_eq!(run(&maestro_config).conditions[0].songs.len(), 1);
+}
+
+/// The (method, τ, templates, songs) of each condition.
+fn condition_keys(report: &Report) -> Vec<(String, Option<usize>, String, String)> {
+    report.conditions.iter().map(|c| (c.method.clone(), c.tau, c.train_piano.clone(), c.test_piano.clone())).collect()
+}
+
+#[test]
+fn synthetic_experiment_runs_the_three_methods_side_by_side() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("maps");
+    write_maps_dataset(&data);
+    let cache = root.path().join("cache");
+    let three = |cache: &Path, jobs: usize| ExperimentConfig {
+        methods: vec![Method::Cnmf, Method::Nmf, Method::AttackDecay, Method::Nmf],
+        taus: vec![5, 10],
+        ..config(&data, cache, jobs)
+    };
+    let report = run(&three(&cache, 2));
+
+    // Rows grouped by method in the order asked for (the repeated nmf runs
+    // once): CNMF and NMF at each τ, attack/decay once per pair, without τ.
+    let keys = condition_keys(&report);
+    let pairs = [("PianoA", "PianoA"), ("PianoA", "PianoB"), ("PianoB", "PianoA"), ("PianoB", "PianoB")];
+    let mut expected = Vec::new();
+    for method in ["cnmf", "nmf"] {
+        for tau in [5, 10] {
+            expected.extend(pairs.iter().map(|&(a, b)| (method.to_string(), Some(tau), a.to_string(), b.to_string())));
+        }
+    }
+    expected.extend(pairs.iter().map(|&(a, b)| ("attack-decay".to_string(), None, a.to_string(), b.to_string())));
+    assert_eq!(keys, expected);
+    for c in &report.conditions {
+        assert_eq!(c.songs.len(), 3, "{} {} on {}", c.method, c.train_piano, c.test_piano);
+        assert_eq!(c.failed.len(), usize::from(c.test_piano == "PianoB"));
+        assert_eq!(c.templates.templates, 3, "the model of {} for {}", c.train_piano, c.method);
+        assert!(!c.templates.from_cache && c.songs.iter().all(|s| !s.from_cache));
+    }
+    // Each method is its own model: on its own piano the attack/decay
+    // model finds the notes, and its activations are not CNMF's.
+    let find = |method: &str, tau: Option<usize>| {
+        report.conditions.iter().find(|c| c.method == method && c.tau == tau && c.train_piano == c.test_piano).unwrap()
+    };
+    assert!(find("attack-decay", None).songwise.f_measure >= 0.5, "{:?}", find("attack-decay", None).songwise);
+    let onsets = |c: &sscnmf::experiments::Condition| c.songs.iter().map(|s| s.onset.clone()).collect::<Vec<_>>();
+    assert_ne!(onsets(find("attack-decay", None)), onsets(find("cnmf", Some(10))));
+    let tables: Vec<(String, Option<usize>)> = report.cross_piano().into_iter().map(|t| (t.method, t.tau)).collect();
+    assert_eq!(
+        tables,
+        [("cnmf", Some(5)), ("cnmf", Some(10)), ("nmf", Some(5)), ("nmf", Some(10)), ("attack-decay", None)]
+            .map(|(m, t)| (m.to_string(), t))
+    );
+
+    // Every (method, model, song) has its own activations in the cache, so
+    // NMF never reads CNMF's: 20 conditions of 3 songs; 2 pianos × 2 τ
+    // dictionaries and 2 attack/decay models, each with its record.
+    assert_eq!(files_in(&cache.join("activations")), 20 * 3);
+    assert_eq!(files_in(&cache), 20 * 3 + 2 * (2 * 2 + 2));
+
+    let markdown = report.to_markdown();
+    for needle in ["| attack-decay | PianoA | PianoB | – |", "| nmf | PianoB | PianoA | 5 |", "(attack-decay, no τ;"]
+    {
+        assert!(markdown.contains(needle), "`{needle}` not in the report:\n{markdown}");
+    }
+    let csv = report.songs_csv();
+    assert_eq!(csv.lines().count(), 1 + 20 * 3);
+    assert!(csv.contains("\nattack-decay,PianoA,PianoA,,MAPS_MUS-song0_PianoA,"), "{csv}");
+
+    // One song at a time on a cold cache: the same report once the timings
+    // are zeroed.
+    let serial = run(&three(&root.path().join("cache-serial"), 1));
+    let zeroed = |r: &Report| {
+        let r = r.with_timings_zeroed();
+        (r.to_markdown(), serde_json::to_string(&r).unwrap(), r.songs_csv())
+    };
+    assert_eq!(zeroed(&serial), zeroed(&report));
+
+    // A second run is served by the cache for every method, with the same
+    // scores, and writes nothing.
+    let cached_files = files_in(&cache);
+    let again = run(&three(&cache, 2));
+    assert_eq!(files_in(&cache), cached_files);
+    assert_eq!(condition_keys(&again), keys);
+    for (a, b) in again.conditions.iter().zip(&report.conditions) {
+        assert!(a.templates.from_cache && a.songs.iter().all(|s| s.from_cache), "{} {:?}", a.method, a.tau);
+        // serde_json (without its float_roundtrip feature) may read the
+        // record back one ulp off.
+        assert!(
+            (a.templates.seconds - b.templates.seconds).abs() <= 1e-12 * b.templates.seconds,
+            "the recorded learning time"
+        );
+        for (x, y) in a.songs.iter().zip(&b.songs) {
+            assert_eq!(x.onset, y.onset);
+        }
+    }
 }

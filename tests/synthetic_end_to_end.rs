@@ -15,18 +15,8 @@ use sscnmf::transcription::{Chunking, Method, Model, Transcriber};
 
 const RATE: u32 = 44100;
 
-/// A piano-like tone: 8 harmonics of falling amplitude, 5 ms attack, decay.
 fn tone(pitch: u8, seconds: f64) -> Vec<f32> {
-    let f0 = 440.0 * 2f64.powf((f64::from(pitch) - 69.0) / 12.0);
-    let n = (seconds * f64::from(RATE)) as usize;
-    (0..n)
-        .map(|i| {
-            let t = i as f64 / f64::from(RATE);
-            let env = (t / 0.005).min(1.0) * (-t / 0.6).exp();
-            let s: f64 = (1..=8).map(|h| (2.0 * std::f64::consts::PI * f0 * h as f64 * t).sin() / h as f64).sum();
-            (0.1 * env * s) as f32
-        })
-        .collect()
+    common::tone(RATE, pitch, seconds)
 }
 
 fn mix(into: &mut [f32], at_seconds: f64, samples: &[f32]) {

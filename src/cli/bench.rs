@@ -6,9 +6,9 @@ use super::*;
 pub(super) struct BenchArgs {
     /// Audio file to transcribe.
     audio: PathBuf,
-    /// Template dictionary.
+    /// Template dictionary. Default: the built-in grand piano dictionary.
     #[arg(short, long)]
-    templates: PathBuf,
+    templates: Option<PathBuf>,
     /// Seconds of audio (from the start).
     #[arg(long, default_value_t = 30.0)]
     duration: f64,
@@ -35,7 +35,10 @@ fn peak_memory_bytes() -> Option<u64> {
 }
 
 pub(super) fn bench(a: BenchArgs) -> anyhow::Result<()> {
-    let dictionary = TemplateDictionary::load(&a.templates)?;
+    let dictionary = match &a.templates {
+        Some(path) => TemplateDictionary::load(path)?,
+        None => TemplateDictionary::builtin()?,
+    };
     let mut transcriber = Transcriber::new(dictionary)?;
     transcriber.decode = DecodeOptions { duration_seconds: Some(a.duration), ..Default::default() };
     transcriber.chunking.chunk_frames = chunk_frames(a.chunk_seconds, transcriber.dictionary())?;
@@ -57,13 +60,16 @@ pub(super) fn bench(a: BenchArgs) -> anyhow::Result<()> {
         Some(transcriber.transcribe_file(&a.audio)?)
     };
     let iterations = transcriber.regression.init_iterations + transcriber.regression.iterations;
+    let fit_seconds = fast.times.init + fast.times.iterations;
+    let (iterations_per_second, gflops) = (iterations as f64 / fit_seconds, fast.times.flops / fit_seconds / 1e9);
+    let realtime_factor = fast.audio_seconds / total(&fast);
     let report = serde_json::json!({
         "audio": a.audio, "audio_seconds": fast.audio_seconds, "threads": rayon::current_num_threads(),
         "fast": {
             "times": fast.times, "total_seconds": total(&fast),
-            "iterations_per_second": iterations as f64 / (fast.times.init + fast.times.iterations),
-            "gflops": fast.times.flops / (fast.times.init + fast.times.iterations) / 1e9,
-            "realtime_factor": fast.audio_seconds / total(&fast),
+            "iterations_per_second": iterations_per_second,
+            "gflops": gflops,
+            "realtime_factor": realtime_factor,
             "notes": fast.notes.len(),
         },
         "exact": exact.as_ref().map(|e| serde_json::json!({
@@ -86,10 +92,7 @@ pub(super) fn bench(a: BenchArgs) -> anyhow::Result<()> {
     println!("{}: {:.1} s of audio, {} threads", a.audio.display(), fast.audio_seconds, rayon::current_num_threads());
     row("fast", &fast.times, total(&fast));
     println!(
-        "         {:.1} iterations/s, {:.1} GFLOP/s, {:.1}x real time, {} notes",
-        iterations as f64 / (fast.times.init + fast.times.iterations),
-        fast.times.flops / (fast.times.init + fast.times.iterations) / 1e9,
-        fast.audio_seconds / total(&fast),
+        "         {iterations_per_second:.1} iterations/s, {gflops:.1} GFLOP/s, {realtime_factor:.1}x real time, {} notes",
         fast.notes.len()
     );
     if let Some(e) = &exact {

@@ -26,6 +26,12 @@ pub(super) struct ExperimentArgs {
     /// τ values to run, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "10")]
     tau: Vec<usize>,
+    /// Methods to compare, comma-separated: cnmf (the paper's), nmf (supervised NMF on the first
+    /// slices of the same templates, at each τ), attack-decay (Cheng et al. 2016, its own model
+    /// learned from the same isolated notes; no τ, run once per pair of pianos). All get the same
+    /// spectrogram, onset rule and δ grid. Example: --methods cnmf,nmf,attack-decay
+    #[arg(long, value_delimiter = ',', default_value = "cnmf", value_name = "METHOD")]
+    methods: Vec<Method>,
     /// δ grid as start:step:stop.
     #[arg(long, default_value = "0.01:0.01:0.40")]
     thresholds: String,
@@ -77,6 +83,7 @@ pub(super) fn experiment(a: ExperimentArgs) -> anyhow::Result<()> {
         cache: a.out.as_ref().map(|o| o.join("cache")),
         compare_exact: a.compare_exact,
         jobs: a.jobs.map_or(0, |j| j as usize),
+        methods: a.methods.clone(),
     };
     let bar = progress(0, a.quiet, "experiment");
     let report = run_experiment(&config, |done, total, what| {

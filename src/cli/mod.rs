@@ -13,6 +13,7 @@ use sscnmf::audio::{ChannelSelection, DecodeOptions};
 use sscnmf::evaluation::evaluate;
 use sscnmf::factorization::{Beta, Precision, RankOneCnmf};
 use sscnmf::notes::{read_notes, write_notes, NoteFormat};
+use sscnmf::soundfont::{render_isolated_notes, IsolatedNoteTiming, LoadedSoundFont, Preset};
 use sscnmf::spectrogram::StftConfig;
 use sscnmf::templates::{discover_maps_notes, is_audio_file, read_manifest, TemplateDictionary, TemplateLearner};
 use sscnmf::transcription::{ActivationScale, Method, Model, OffsetRule, Transcriber, DEFAULT_THRESHOLD};
@@ -26,10 +27,11 @@ use sscnmf::{Error, ErrorKind};
     long_about = "Turns piano recordings into MIDI notes. It learns one time-frequency template per note \
 from recordings of isolated notes (`learn`), then finds when each template sounds in music (`transcribe`): \
 the method of Wu, Marmoret & Cohen, \"Semi-Supervised Convolutive NMF for Automatic Music Transcription\", SMC 2022.",
-    after_help = "Examples:\n  sscnmf learn data/FluidR3/ISOL/NO -o fluid.templates\n  \
+    after_help = "Examples:\n  sscnmf transcribe examples/bach-prelude-c.flac\n  \
+sscnmf learn data/FluidR3/ISOL/NO -o fluid.templates\n  \
 sscnmf transcribe song.flac --templates fluid.templates -o song.mid --format csv\n  \
 sscnmf evaluate song.txt song.mid\n\nExit codes: 0 success, 2 bad usage or input (the message names the file), \
-1 internal error."
+1 internal error, 130 interrupted (Ctrl-C)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -40,17 +42,24 @@ struct Cli {
 enum Command {
     /// Learn a template dictionary from recordings of isolated notes.
     #[command(after_help = "Examples:\n  sscnmf learn MAPS/ENSTDkCl/ISOL/NO -o enstdkcl.templates\n  \
-sscnmf learn my-notes/ --manifest my-notes/notes.csv -o mine.templates --tau 5\n\n\
+sscnmf learn my-notes/ --manifest my-notes/notes.csv -o mine.templates --tau 5\n  \
+sscnmf learn --soundfont /usr/share/sounds/sf2/FluidR3_GM.sf2 --program 0 -o fluid-gm.templates\n\n\
 The folder's files must follow MAPS's naming MAPS_ISOL_NO_<I>_S<s>_M<midi>_<piano>.<wav|flac|mp3|ogg> \
 (e.g. MAPS_ISOL_NO_M_S0_M60_ENSTDkCl.wav); with --manifest any names work. Each recording should hold one \
-note, struck once. The output is a safetensors file (see the README for its layout).")]
+note, struck once. With --soundfont, each pitch of --pitches is rendered alone from the SoundFont's preset \
+(--bank, --program) at --velocity, with MAPS's timing, and learned in memory. Then the decision rule (δ, \
+offsets, velocities) is calibrated on a synthetic mix of the isolated notes (unless --no-calibrate) and stored \
+in the file. The output is a safetensors file (see the README for its layout).")]
     Learn(LearnArgs),
     /// Transcribe audio files to MIDI (and CSV, MAPS txt or JSON note lists).
-    #[command(after_help = "Examples:\n  sscnmf transcribe song.flac --templates piano.templates\n  \
+    #[command(
+        after_help = "Examples:\n  sscnmf transcribe examples/bach-prelude-c.flac                 # the built-in piano\n  \
+sscnmf transcribe song.flac --templates piano.templates\n  \
 sscnmf transcribe a.wav b.wav -o out/ --templates piano.templates --format csv --format txt\n  \
 sscnmf transcribe long.mp3 --templates piano.templates --offset 60 --duration 30 --threshold 0.08\n\n\
 Without -o, each output goes beside its input (song.flac -> song.mid). Existing files are not replaced \
-unless --overwrite is given.")]
+unless --overwrite is given."
+    )]
     Transcribe(TranscribeArgs),
     /// Score a transcription against a reference, as mir_eval.transcription does.
     #[command(after_help = "Examples:\n  sscnmf evaluate MAPS_MUS-bach_ENSTDkCl.txt bach.mid\n  \
@@ -64,6 +73,7 @@ the matching is a maximum bipartite matching, as in mir_eval.")]
     #[command(after_help = "Examples:\n  \
 sscnmf experiment ../shared/data/dev --out results/\n  \
 sscnmf experiment ../shared/data/dev --matched-only --tau 5,10,20 --limit 4 --out results/\n  \
+sscnmf experiment ../shared/data/dev --tau 5,10,20 --methods cnmf,nmf,attack-decay --out results/\n  \
 sscnmf experiment MAPS --pianos ENSTDkCl,ENSTDkAm --train-pianos AkPnBcht --jobs 1 --out cross/\n  \
 sscnmf experiment maestro-v3.0.0 --split test --limit 20 --templates-from MAPS --train-pianos ENSTDkCl --out maestro/\n\n\
 MAPS layout: <DATASET>/<piano>/ISOL/NO/ (isolated notes, MAPS names) and <DATASET>/<piano>/MUS/ (songs with .txt \
@@ -71,7 +81,7 @@ or .mid ground truth beside them). MAESTRO layout: <DATASET>/maestro-v*.csv (col
 audio_filename, ...; paths relative to <DATASET>); its songs have no isolated notes, so the templates come from \
 the pianos of a MAPS folder (--templates-from, --train-pianos).\n\n\
 Writes report.md (table 1: scores per condition; table 2: cross-piano matrix; table 3: time), results.json and \
-songs.csv to --out, and caches templates and activations in <out>/cache: re-running with another δ grid, or after \
+songs.csv to --out, and caches templates, attack/decay models and activations in <out>/cache: re-running with another δ grid, or after \
 an interruption, reuses them. A song that fails is listed in the report and the run goes on (exit code 2 at the \
 end).")]
     Experiment(ExperimentArgs),
@@ -94,8 +104,22 @@ use experiment::{experiment, ExperimentArgs};
 use learn::{learn, LearnArgs};
 use transcribe::{transcribe, TranscribeArgs};
 
+/// The last panic's message and location, kept by the panic hook.
+static PANIC_MESSAGE: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// Exit code after an interrupt (Ctrl-C): 128 + SIGINT, as shells report it.
+const INTERRUPTED: i32 = 130;
+
 /// Runs the command line; returns the process exit code.
 pub fn main() -> i32 {
+    // Ctrl-C (or SIGTERM) ends the process at once; the outputs finished so
+    // far are whole (each was renamed into place when complete), and the
+    // one being written is removed with its temporary file.
+    let _ = ctrlc::set_handler(|| {
+        sscnmf::files::remove_pending_temporary_files();
+        eprintln!("interrupted: finished outputs are complete; the unfinished one was not written");
+        std::process::exit(INTERRUPTED);
+    });
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -104,12 +128,30 @@ pub fn main() -> i32 {
             return code;
         }
     };
-    let result = match cli.command {
+    // A panic is a bug: it is reported on one line with exit code 1, not
+    // with Rust's multi-line message (a decoder's panic on a malformed file
+    // is caught by the library and becomes an input error).
+    std::panic::set_hook(Box::new(|info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        let location = info.location().map(|l| format!(" ({}:{})", l.file(), l.line())).unwrap_or_default();
+        *PANIC_MESSAGE.lock().unwrap_or_else(|e| e.into_inner()) = Some(format!("{message}{location}"));
+    }));
+    let result = std::panic::catch_unwind(|| match cli.command {
         Command::Learn(a) => learn(a),
         Command::Transcribe(a) => transcribe(a),
         Command::Evaluate(a) => evaluate_cmd(a),
         Command::Experiment(a) => experiment(a),
         Command::Bench(a) => bench(a),
+    });
+    let Ok(result) = result else {
+        let message = PANIC_MESSAGE.lock().unwrap_or_else(|e| e.into_inner()).take().unwrap_or_default();
+        eprintln!("error: internal error, please report it: {}", message.replace('\n', " "));
+        return 1;
     };
     match result {
         Ok(()) => 0,
@@ -164,6 +206,9 @@ fn channel_selection(channel: Option<usize>) -> ChannelSelection {
     channel.map(ChannelSelection::Channel).unwrap_or(ChannelSelection::Mix)
 }
 
+/// Refuses, before any work, an output that would replace an input, an
+/// existing file (without `overwrite`), or that cannot be written (a missing
+/// or read-only folder).
 fn check_writable(path: &Path, overwrite: bool, inputs: &[PathBuf]) -> anyhow::Result<()> {
     if inputs.iter().any(|i| same_file(i, path)) {
         bail!("{}: output would overwrite an input file", path.display());
@@ -171,6 +216,7 @@ fn check_writable(path: &Path, overwrite: bool, inputs: &[PathBuf]) -> anyhow::R
     if path.exists() && !overwrite {
         bail!("{}: already exists (use --overwrite to replace it)", path.display());
     }
+    sscnmf::files::check_output_folder(path)?;
     Ok(())
 }
 
@@ -179,6 +225,14 @@ fn same_file(a: &Path, b: &Path) -> bool {
         (Ok(x), Ok(y)) => x == y,
         _ => false,
     }
+}
+
+/// The model in `path`, or the built-in dictionary.
+fn load_model(path: Option<&Path>) -> anyhow::Result<Model> {
+    Ok(match path {
+        Some(path) => Model::load(path)?,
+        None => Model::Templates(TemplateDictionary::builtin()?),
+    })
 }
 
 /// `--chunk-seconds` in frames of the dictionary's STFT.

@@ -1,5 +1,7 @@
 //! `sscnmf transcribe`: audio files to MIDI and note lists.
 
+use std::collections::HashMap;
+
 use super::*;
 
 #[derive(Args, Debug)]
@@ -8,8 +10,9 @@ pub(super) struct TranscribeArgs {
     #[arg(required = true)]
     inputs: Vec<PathBuf>,
     /// Model made by `sscnmf learn`: a template dictionary (cnmf, nmf) or an attack/decay model.
+    /// Default: the built-in grand piano dictionary.
     #[arg(short, long)]
-    templates: PathBuf,
+    templates: Option<PathBuf>,
     /// How activations are computed: cnmf (the paper's), nmf (the templates' first slices),
     /// attack-decay (Cheng et al. 2016; needs a model from `learn --method attack-decay`).
     /// Default: cnmf for a template dictionary, attack-decay for an attack/decay model.
@@ -22,13 +25,13 @@ pub(super) struct TranscribeArgs {
     #[arg(long = "format", value_name = "FORMAT")]
     formats: Vec<NoteFormat>,
     /// δ of the onset rule (eq. 10), as a fraction of the recording's largest activation.
-    /// Default: the δ calibrated on the dictionary's isolated notes (`learn`), or 0.11 for a
-    /// dictionary without a calibration.
+    /// Default (cnmf): the δ calibrated on the dictionary's isolated notes by `learn`; 0.11 for
+    /// a dictionary without a calibration and for nmf and attack-decay.
     #[arg(long)]
     threshold: Option<f64>,
     /// Where notes end: decay (when the activation falls below a fraction of its peak, or at
-    /// the next onset of the pitch; the fraction is the dictionary's calibrated one, else 0.1)
-    /// or run-end (the end of eq. 10's on-run, the paper's notes: a few frames long).
+    /// the next onset of the pitch; the fraction is the dictionary's calibrated one for cnmf,
+    /// else 0.01) or run-end (the end of eq. 10's on-run, the paper's notes: a few frames long).
     #[arg(long, default_value = "decay", value_parser = ["decay", "run-end"])]
     offsets: String,
     /// Threshold raw activations, as the paper did (δ then depends on the recording's level).
@@ -46,7 +49,7 @@ pub(super) struct TranscribeArgs {
     /// Refuse files longer than this many seconds.
     #[arg(long, default_value_t = 4.0 * 3600.0)]
     max_duration: f64,
-    /// Compute in f64 (the reference path) instead of f32.
+    /// The reference path: f64, dense, the paper's iterations as they are (about 18x slower)
     #[arg(long)]
     exact: bool,
     /// Recordings longer than this are fitted in chunks of this many seconds, with 2 s of
@@ -56,6 +59,9 @@ pub(super) struct TranscribeArgs {
     /// Replace output files that exist.
     #[arg(long)]
     overwrite: bool,
+    /// Skip the inputs whose outputs all exist (to continue an interrupted batch).
+    #[arg(long, conflicts_with = "overwrite")]
+    skip_existing: bool,
     /// Print one JSON object per file on standard output.
     #[arg(long)]
     json: bool,
@@ -99,9 +105,12 @@ pub(super) fn transcribe(a: TranscribeArgs) -> anyhow::Result<()> {
             bail!("{}: with several inputs, -o must name an existing folder", o.display());
         }
     }
-    let model = Model::load(&a.templates)?;
+    let model = load_model(a.templates.as_deref())?;
     let method = a.method.unwrap_or(model.default_method());
-    let mut transcriber = Transcriber::for_method(method, model).map_err(|e| e.with_path(&a.templates))?;
+    let mut transcriber = Transcriber::for_method(method, model).map_err(|e| match &a.templates {
+        Some(path) => e.with_path(path),
+        None => e,
+    })?;
     if a.exact && method == Method::AttackDecay {
         bail!("--exact applies to cnmf and nmf; the attack/decay model runs in f32 only");
     }
@@ -129,18 +138,37 @@ pub(super) fn transcribe(a: TranscribeArgs) -> anyhow::Result<()> {
 
     // Decide every output path first, and refuse before any work is done.
     let mut plans = Vec::new();
+    let mut skipped = 0;
+    let mut claimed: HashMap<PathBuf, &Path> = HashMap::new();
     for input in &inputs {
         let midi = midi_output_path(input, a.output.as_deref(), several);
         let mut outs = vec![(midi.clone(), NoteFormat::Midi)];
         for &f in &a.formats {
-            if f != NoteFormat::Midi {
+            if f != NoteFormat::Midi && !outs.iter().any(|(_, g)| *g == f) {
                 outs.push((midi.with_extension(f.extension()), f));
             }
+        }
+        for (p, _) in &outs {
+            if let Some(other) = claimed.insert(p.clone(), input) {
+                bail!(
+                    "{}: is the output of both {} and {}; transcribe them to different folders",
+                    p.display(),
+                    other.display(),
+                    input.display()
+                );
+            }
+        }
+        if a.skip_existing && outs.iter().all(|(p, _)| p.is_file()) {
+            skipped += 1;
+            continue;
         }
         for (p, _) in &outs {
             check_writable(p, a.overwrite, &inputs)?;
         }
         plans.push((input.clone(), outs));
+    }
+    if skipped > 0 && !a.quiet {
+        eprintln!("{skipped} of {} files skipped: their outputs exist", inputs.len());
     }
 
     let bar = progress(plans.len(), a.quiet || plans.len() == 1, "transcribing");
@@ -207,7 +235,7 @@ pub(super) fn transcribe(a: TranscribeArgs) -> anyhow::Result<()> {
         eprintln!(
             "note: {} has no calibration (learned before calibration existed?); used δ = {DEFAULT_THRESHOLD} and \
              uncalibrated velocities (re-run `sscnmf learn` to calibrate)",
-            a.templates.display()
+            a.templates.as_ref().map_or("the built-in dictionary".into(), |p| p.display().to_string())
         );
     }
     if several && !a.quiet {

@@ -9,106 +9,185 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use super::dataset::Piano;
+use crate::attack_decay::{AttackDecayLearner, AttackDecayModel};
+use crate::calibration;
 use crate::factorization::RankOneCnmf;
 use crate::templates::{discover_maps_notes, TemplateDictionary, TemplateLearner};
-use crate::transcription::{Activations, Transcriber};
+use crate::transcription::{Activations, Method, Transcriber};
 use crate::{Error, Result};
 
-/// How a dictionary was obtained.
+/// How a model (a template dictionary or an attack/decay model) was obtained.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct LearnRecord {
-    /// Templates learned.
+    /// Notes learned (templates, or notes of the attack/decay model).
     pub templates: usize,
     /// Wall seconds the learning took (when it happened: in this run, or in
     /// the run that filled the cache).
     pub seconds: f64,
     /// Cores of the machine that learned them.
     pub cores: usize,
-    /// Whether the dictionary was loaded from the cache in this run.
+    /// Whether the model was loaded from the cache in this run.
     pub from_cache: bool,
 }
 
-/// A dictionary and how it was obtained.
+/// A learned model (a template dictionary or an attack/decay model) and how
+/// it was obtained.
 #[derive(Debug, Clone)]
-pub struct LearnedTemplates {
-    /// The templates.
-    pub dictionary: TemplateDictionary,
+pub struct Learned<M> {
+    /// The model.
+    pub model: M,
     /// Learning time and origin.
     pub record: LearnRecord,
 }
+
+/// A template dictionary and how it was obtained.
+pub type LearnedTemplates = Learned<TemplateDictionary>;
+
+/// An attack/decay model and how it was obtained.
+pub type LearnedAttackDecay = Learned<AttackDecayModel>;
 
 /// The cores this process may use (`std::thread::available_parallelism`).
 pub fn cores() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
-/// The templates of `piano` (its intensity-M, no-sustain isolated notes) at
-/// `tau` with the default learning parameters, calibrated on all its
-/// no-sustain isolated notes ([`crate::calibration::calibrate_on_folder`]):
-/// loaded from `cache` when a file learned from the same folder with the same
-/// parameters and tool version is there, else learned (and saved there with
-/// a record of the learning time beside it; the record's time excludes the
-/// calibration).
-pub fn learn_or_load(piano: &Piano, tau: usize, cache: Option<&Path>) -> Result<LearnedTemplates> {
+/// The isolated notes of `piano` and a digest of their folder's canonical
+/// path (for cache file names).
+fn isolated_notes(piano: &Piano) -> Result<(&PathBuf, u32)> {
     let Some(isolated) = &piano.isolated_notes else {
         return Err(Error::invalid_input(format!(
             "piano `{}` has no ISOL/NO folder to learn templates from",
             piano.name
         )));
     };
+    let source = isolated.canonicalize().unwrap_or_else(|_| isolated.clone());
+    Ok((isolated, fnv1a(source.to_string_lossy().as_bytes(), FNV_OFFSET) as u32))
+}
+
+/// A model loaded from `cached` when that file is there (with the learning
+/// time recorded beside it, `<file>.json`), else made by `learn` then
+/// `finish` (not timed: the record's time is the learning's) and, when
+/// `cached` is given, saved there (atomically, by `save`) with its record.
+fn learn_or_load_model<M>(
+    cached: Option<PathBuf>,
+    load: impl Fn(&Path) -> Result<M>,
+    save: impl Fn(&M, &Path) -> Result<()>,
+    learn: impl FnOnce() -> Result<M>,
+    finish: impl FnOnce(M) -> Result<M>,
+    count: impl Fn(&M) -> usize,
+) -> Result<Learned<M>> {
+    let record_path = |p: &Path| {
+        let mut name = p.file_name().unwrap_or_default().to_os_string();
+        name.push(".json");
+        p.with_file_name(name)
+    };
+    if let Some(path) = cached.as_ref().filter(|p| p.is_file()) {
+        let model = load(path)?;
+        let recorded: Option<LearnRecord> =
+            std::fs::read(record_path(path)).ok().and_then(|b| serde_json::from_slice(&b).ok());
+        let record = LearnRecord {
+            templates: count(&model),
+            from_cache: true,
+            ..recorded.unwrap_or(LearnRecord { templates: 0, seconds: f64::NAN, cores: 0, from_cache: true })
+        };
+        return Ok(Learned { model, record });
+    }
+    let started = Instant::now();
+    let model = learn()?;
+    let record = LearnRecord {
+        templates: count(&model),
+        seconds: started.elapsed().as_secs_f64(),
+        cores: cores(),
+        from_cache: false,
+    };
+    let model = finish(model)?;
+    if let Some(path) = &cached {
+        let dir = path.parent().expect("in a folder");
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        save(&model, path)?;
+        let json = serde_json::to_vec_pretty(&record).map_err(|e| Error::internal(format!("learn record: {e}")))?;
+        crate::files::write_atomically(&record_path(path), &json)?;
+    }
+    Ok(Learned { model, record })
+}
+
+/// The templates of `piano` (its intensity-M, no-sustain isolated notes) at
+/// `tau` with the default learning parameters, calibrated on all its
+/// no-sustain isolated notes ([`crate::calibration::calibrate_on_folder`]):
+/// loaded from `cache` when a file learned from the same folder with the same
+/// parameters, tool version and calibration procedure
+/// ([`crate::calibration::procedure_key`]) is there, else learned (and saved
+/// there with a record of the learning time beside it; the record's time
+/// excludes the calibration).
+pub fn learn_or_load(piano: &Piano, tau: usize, cache: Option<&Path>) -> Result<LearnedTemplates> {
+    let (isolated, source) = isolated_notes(piano)?;
     let learner = TemplateLearner {
         cnmf: RankOneCnmf { tau, ..Default::default() },
         source: isolated.display().to_string(),
         ..Default::default()
     };
-    let source = isolated.canonicalize().unwrap_or_else(|_| isolated.clone());
     let cached = cache.map(|dir| {
         dir.join(format!(
-            "{}-{:08x}-M-tau{}-it{}-beta{}-v{}-cal2.templates",
+            "{}-{source:08x}-M-tau{}-it{}-beta{}-v{}-cal{:08x}.templates",
             piano.name,
-            fnv1a(source.to_string_lossy().as_bytes(), FNV_OFFSET) as u32,
             tau,
             learner.cnmf.iterations,
             learner.cnmf.beta.value(),
+            env!("CARGO_PKG_VERSION"),
+            fnv1a(calibration::procedure_key().as_bytes(), FNV_OFFSET) as u32,
+        ))
+    });
+    // Notes without a `.mid` ground truth cannot calibrate: the dictionary stays uncalibrated.
+    let calibrate = |mut dictionary: TemplateDictionary| {
+        dictionary.calibration =
+            match calibration::calibrate_on_folder(&Transcriber::new(dictionary.clone())?, isolated, 0) {
+                Ok(c) => Some(c),
+                Err(e) if e.kind() == crate::ErrorKind::InvalidInput => None,
+                Err(e) => return Err(e),
+            };
+        Ok(dictionary)
+    };
+    learn_or_load_model(
+        cached,
+        TemplateDictionary::load,
+        TemplateDictionary::save,
+        || learner.learn(&discover_maps_notes(isolated, Some("M"), Some(0))?, |_| {}),
+        calibrate,
+        |d| d.pitches.len(),
+    )
+}
+
+/// The attack/decay model of `piano` (Cheng et al. 2016; its intensity-M,
+/// no-sustain isolated notes, the default [`AttackDecayLearner`]), from
+/// `cache` or learned and saved there, as [`learn_or_load`] does for the
+/// templates. The file name holds the training rounds, the envelope's
+/// half-width, the frames kept after the onset, the seed, a digest of every
+/// learner setting (STFT, decoding, training) and the tool's version.
+pub fn learn_or_load_attack_decay(piano: &Piano, cache: Option<&Path>) -> Result<LearnedAttackDecay> {
+    let (isolated, source) = isolated_notes(piano)?;
+    let learner = AttackDecayLearner { source: isolated.display().to_string(), ..Default::default() };
+    let t = &learner.training;
+    let settings = format!("{:?} {:?} {:?}", learner.stft, learner.decode, learner.training);
+    let cached = cache.map(|dir| {
+        dir.join(format!(
+            "{}-{source:08x}-M-ad-it{}-env{}-after{}-seed{}-{:08x}-v{}.attack-decay",
+            piano.name,
+            t.iterations,
+            2 * t.half_envelope + 1,
+            t.frames_after_onset,
+            t.seed,
+            fnv1a(settings.as_bytes(), FNV_OFFSET) as u32,
             env!("CARGO_PKG_VERSION")
         ))
     });
-    let record_path = |p: &PathBuf| p.with_extension("templates.json");
-    if let Some(path) = cached.as_ref().filter(|p| p.is_file()) {
-        let dictionary = TemplateDictionary::load(path)?;
-        let recorded: Option<LearnRecord> =
-            std::fs::read(record_path(path)).ok().and_then(|b| serde_json::from_slice(&b).ok());
-        let record = LearnRecord {
-            templates: dictionary.pitches.len(),
-            from_cache: true,
-            ..recorded.unwrap_or(LearnRecord { templates: 0, seconds: f64::NAN, cores: 0, from_cache: true })
-        };
-        return Ok(LearnedTemplates { dictionary, record });
-    }
-    let started = Instant::now();
-    let notes = discover_maps_notes(isolated, Some("M"), Some(0))?;
-    let mut dictionary = learner.learn(&notes, |_| {})?;
-    let record = LearnRecord {
-        templates: dictionary.pitches.len(),
-        seconds: started.elapsed().as_secs_f64(),
-        cores: cores(),
-        from_cache: false,
-    };
-    // Notes without a `.mid` ground truth cannot calibrate: the dictionary stays uncalibrated.
-    dictionary.calibration =
-        match crate::calibration::calibrate_on_folder(&Transcriber::new(dictionary.clone())?, isolated, 0) {
-            Ok(c) => Some(c),
-            Err(e) if e.kind() == crate::ErrorKind::InvalidInput => None,
-            Err(e) => return Err(e),
-        };
-    if let Some(path) = &cached {
-        let dir = path.parent().expect("in a folder");
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        dictionary.save(path)?;
-        let json = serde_json::to_vec_pretty(&record).map_err(|e| Error::internal(format!("learn record: {e}")))?;
-        crate::files::write_atomically(&record_path(path), &json)?;
-    }
-    Ok(LearnedTemplates { dictionary, record })
+    learn_or_load_model(
+        cached,
+        AttackDecayModel::load,
+        AttackDecayModel::save,
+        || learner.learn(&discover_maps_notes(isolated, Some("M"), Some(0))?, |_| {}),
+        Ok,
+        |m| m.pitches.len(),
+    )
 }
 
 /// FNV-1a, 64 bits: a stable digest for cache keys (std's hasher may change
@@ -122,24 +201,43 @@ fn fnv1a(bytes: &[u8], mut hash: u64) -> u64 {
 
 const FNV_OFFSET: u64 = 0xCBF2_9CE4_8422_2325;
 
+/// A digest of the spectra `method` fits, and of everything else of its
+/// model: CNMF, the whole templates; NMF, their first slices; attack/decay,
+/// all its tensors (attack and decay spectra, decay rates, envelope). The
+/// pitches are in every digest.
+fn model_digest(transcriber: &Transcriber) -> u64 {
+    let bytes = |hash: u64, v: &[f32]| v.iter().fold(hash, |h, x| fnv1a(&x.to_le_bytes(), h));
+    let d = transcriber.dictionary();
+    let hash = fnv1a(&d.pitches, FNV_OFFSET);
+    match (transcriber.method(), transcriber.attack_decay_params()) {
+        (Method::AttackDecay, Some(p)) => bytes(bytes(bytes(hash, &p.spectra), &p.decay_rates), &p.envelope),
+        (Method::Nmf, _) => bytes(hash, &d.templates.first_slices().data),
+        _ => bytes(hash, &d.templates.data),
+    }
+}
+
 /// Everything that shapes a song's activations, as text: the audio file
-/// (path, size, modification time), the decoding, the regression settings,
-/// a digest of the templates and the tool's version.
+/// (path, size, modification time), the decoding, the method, its
+/// regression's settings, a digest of its model ([`model_digest`]) and the
+/// tool's version.
 fn activation_key(transcriber: &Transcriber, audio: &Path) -> Result<String> {
     let meta = std::fs::metadata(audio).map_err(|e| Error::io(audio, e))?;
     let modified = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
-    let d = transcriber.dictionary();
-    let bytes: Vec<u8> = d.templates.data.iter().flat_map(|x| x.to_le_bytes()).collect();
-    let digest = fnv1a(&d.pitches, fnv1a(&bytes, FNV_OFFSET));
+    let method = transcriber.method();
+    let regression = match method {
+        Method::AttackDecay => format!("{:?}", transcriber.onset_regression),
+        Method::Cnmf | Method::Nmf => transcriber.regression.settings_key(),
+    };
     Ok(format!(
-        "audio={} size={} modified={:?} decode={:?} chunking={:?} regression={} stft={:?} templates={digest:016x} version={}",
+        "audio={} size={} modified={:?} decode={:?} chunking={:?} method={method} regression={regression} stft={:?} \
+         model={:016x} version={}",
         audio.display(),
         meta.len(),
         modified,
         transcriber.decode,
         transcriber.chunking,
-        transcriber.regression.settings_key(),
-        d.params.stft,
+        transcriber.dictionary().params.stft,
+        model_digest(transcriber),
         env!("CARGO_PKG_VERSION")
     ))
 }

@@ -4,7 +4,12 @@
 //! For every training piano and τ, templates are learned from the piano's
 //! `ISOL/NO` recordings (intensity M, no sustain); for every test piano each
 //! song's first `duration` seconds are transcribed once, and the onset rule's
-//! δ is swept over a grid without recomputing the activations. Scores use
+//! δ is swept over a grid without recomputing the activations. Besides the
+//! paper's CNMF, [`ExperimentConfig::methods`] can add its baselines with the
+//! same pre- and post-processing: supervised NMF on the first slices of the
+//! same templates (at each τ), and the attack/decay model of Cheng et al.
+//! (2016), learned from the same isolated notes (it has no τ, so it runs
+//! once per pair of pianos). Scores use
 //! mir_eval's note matching ([`crate::evaluation`]); the F-measure of a set of
 //! songs is the mean of the songs' F-measures.
 //!
@@ -34,7 +39,10 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-pub use cache::{cached_activations, cores, learn_or_load, LearnRecord, LearnedTemplates, SongActivations};
+pub use cache::{
+    cached_activations, cores, learn_or_load, learn_or_load_attack_decay, LearnRecord, Learned, LearnedAttackDecay,
+    LearnedTemplates, SongActivations,
+};
 pub use dataset::{dataset_layout, discover_maestro_dataset, discover_maps_dataset, DatasetLayout, Piano, Song};
 pub use report::CrossPianoTable;
 
@@ -44,7 +52,7 @@ use crate::evaluation::{
 };
 use crate::factorization::Precision;
 use crate::notes::{read_notes, Note};
-use crate::transcription::{ActivationScale, Activations, OnsetDetector, Transcriber};
+use crate::transcription::{ActivationScale, Activations, Method, Model, OnsetDetector, Transcriber};
 use crate::{Error, Result};
 
 /// A grid of thresholds `start:step:stop` (inclusive), or a comma list.
@@ -76,9 +84,6 @@ impl FromStr for ThresholdGrid {
         Ok(ThresholdGrid(values))
     }
 }
-
-/// The method every condition of this module runs: the paper's CNMF.
-pub const CNMF: &str = "cnmf";
 
 /// What to run. [`ExperimentConfig::new`] gives the paper's settings.
 #[derive(Debug, Clone)]
@@ -125,6 +130,11 @@ pub struct ExperimentConfig {
     pub compare_exact: bool,
     /// Songs transcribed at a time (0: one per core).
     pub jobs: usize,
+    /// The methods to run (default: CNMF alone). CNMF and NMF run at every
+    /// τ of [`taus`](Self::taus) on that τ's templates (NMF on their first
+    /// slices); the attack/decay model has no τ and runs once per pair of
+    /// pianos, on its own model learned from the same isolated notes.
+    pub methods: Vec<Method>,
 }
 
 impl ExperimentConfig {
@@ -149,7 +159,23 @@ impl ExperimentConfig {
             cache: None,
             compare_exact: false,
             jobs: 0,
+            methods: vec![Method::Cnmf],
         }
+    }
+
+    /// [`methods`](Self::methods) without repeats, in the order given;
+    /// an error when there is none.
+    fn methods(&self) -> Result<Vec<Method>> {
+        let mut methods: Vec<Method> = Vec::new();
+        for &m in &self.methods {
+            if !methods.contains(&m) {
+                methods.push(m);
+            }
+        }
+        if methods.is_empty() {
+            return Err(Error::invalid_input("no method to run (expected cnmf, nmf or attack-decay)"));
+        }
+        Ok(methods)
     }
 }
 
@@ -285,14 +311,16 @@ pub struct FailedSong {
 /// All songs of one (method, training piano, test piano, τ).
 #[derive(Debug, Clone, Serialize)]
 pub struct Condition {
-    /// The transcription method ([`CNMF`]).
+    /// The transcription method ([`Method::name`]: `cnmf`, `nmf`,
+    /// `attack-decay`).
     pub method: String,
     /// Templates' piano.
     pub train_piano: String,
     /// Songs' piano.
     pub test_piano: String,
-    /// τ.
-    pub tau: usize,
+    /// τ of the templates (CNMF; NMF uses their first slices); `None` for
+    /// the attack/decay model, which has none.
+    pub tau: Option<usize>,
     /// The songs scored.
     pub songs: Vec<SongResult>,
     /// The songs that failed (not in the means).
@@ -317,7 +345,8 @@ pub struct Condition {
     /// Mean scores of the tool's default decision rule (its own δ, offsets
     /// and velocities).
     pub default_rule: RuleScores,
-    /// How the templates were obtained and how long learning them took.
+    /// How the model (the templates, or the attack/decay model) was
+    /// obtained and how long learning it took.
     pub templates: LearnRecord,
     /// With [`ExperimentConfig::compare_exact`]: the reference path at its
     /// own global δ and songwise.
@@ -390,10 +419,10 @@ fn mean(values: impl Iterator<Item = f64>) -> f64 {
 
 /// Which condition: method, training piano, test piano, τ.
 struct ConditionKey<'a> {
-    method: &'a str,
+    method: Method,
     train: &'a str,
     test: &'a str,
-    tau: usize,
+    tau: Option<usize>,
 }
 
 impl Condition {
@@ -640,56 +669,91 @@ pub fn run_experiment(config: &ExperimentConfig, progress: impl Fn(usize, usize,
     };
     let songs_per_train: Vec<usize> =
         trains.iter().map(|t| pairs(t).iter().map(|&i| tests[i].songs.len()).sum()).collect();
-    let total = config.taus.len() * (trains.len() + songs_per_train.iter().sum::<usize>());
+    let methods = config.methods()?;
+    let template_methods: Vec<Method> = methods.iter().copied().filter(|&m| m != Method::AttackDecay).collect();
+    let attack_decay = methods.contains(&Method::AttackDecay);
+    let (all_songs, n_trains) = (songs_per_train.iter().sum::<usize>(), trains.len());
+    let total = if template_methods.is_empty() { 0 } else { config.taus.len() * n_trains }
+        + config.taus.len() * template_methods.len() * all_songs
+        + usize::from(attack_decay) * (n_trains + all_songs);
     let jobs = if config.jobs == 0 { cores() } else { config.jobs };
     let default_threshold = OnsetDetector::default().threshold;
     let done = AtomicUsize::new(0);
-    let mut conditions = Vec::new();
-    for &tau in &config.taus {
-        for train in &trains {
-            progress(done.load(Ordering::Relaxed), total, &format!("learn {} τ={tau}", train.name));
-            let learned = learn_or_load(train, tau, config.cache.as_deref())?;
-            done.fetch_add(1, Ordering::Relaxed);
-            let mut transcriber = Transcriber::new(learned.dictionary)?;
-            transcriber.regression.precision = config.precision;
-            transcriber.decode =
-                DecodeOptions { duration_seconds: Some(config.duration_seconds), ..Default::default() };
-            let exact = config.compare_exact.then(|| {
-                let mut exact = transcriber.clone();
-                exact.regression.precision = Precision::Exact;
-                exact
-            });
-            let (train_threshold, calibrated) =
-                (transcriber.detector.threshold, transcriber.dictionary().calibration.is_some());
-            let runner = SongRunner { config, transcriber, exact };
-            let todo: Vec<(usize, &Song)> =
-                pairs(train).into_iter().flat_map(|i| tests[i].songs.iter().map(move |s| (i, s))).collect();
-            let results = run_parallel(todo.len(), jobs, |j| {
-                let (test, song) = todo[j];
-                let r = runner.run(song);
-                let n = done.fetch_add(1, Ordering::Relaxed) + 1;
-                progress(n, total, &format!("{}→{} {}", train.name, tests[test].name, song.id));
-                r
-            });
-            for test in pairs(train) {
-                let (mut songs, mut failed) = (Vec::new(), Vec::new());
-                for ((_, song), r) in todo.iter().zip(&results).filter(|((i, _), _)| *i == test) {
-                    match r {
-                        Ok(s) => songs.push(s.clone()),
-                        Err(e) => failed.push(FailedSong {
-                            song: song.id.clone(),
-                            audio: song.audio.clone(),
-                            error: e.to_string(),
-                        }),
-                    }
+    let learning = |what: String, learn: &dyn Fn() -> Result<(Model, LearnRecord)>| {
+        progress(done.load(Ordering::Relaxed), total, &format!("learn {what}"));
+        let learned = learn();
+        done.fetch_add(1, Ordering::Relaxed);
+        learned
+    };
+    // The songs of every test piano paired with `train`, by `method` on
+    // `model`: one condition per test piano.
+    let run_train = |train: &Piano, method: Method, tau: Option<usize>, model: Model, record: LearnRecord| {
+        let mut transcriber = Transcriber::for_method(method, model)?;
+        transcriber.regression.precision = config.precision;
+        transcriber.decode = DecodeOptions { duration_seconds: Some(config.duration_seconds), ..Default::default() };
+        let exact = (config.compare_exact && method != Method::AttackDecay).then(|| {
+            let mut exact = transcriber.clone();
+            exact.regression.precision = Precision::Exact;
+            exact
+        });
+        // Only CNMF reads the dictionary's calibration (it was calibrated on CNMF activations).
+        let calibrated = method == Method::Cnmf && transcriber.dictionary().calibration.is_some();
+        let train_threshold = transcriber.detector.threshold;
+        let runner = SongRunner { config, transcriber, exact };
+        let todo: Vec<(usize, &Song)> =
+            pairs(train).into_iter().flat_map(|i| tests[i].songs.iter().map(move |s| (i, s))).collect();
+        let results = run_parallel(todo.len(), jobs, |j| {
+            let (test, song) = todo[j];
+            let r = runner.run(song);
+            let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+            progress(n, total, &format!("{method} {}→{} {}", train.name, tests[test].name, song.id));
+            r
+        });
+        let mut conditions = Vec::new();
+        for test in pairs(train) {
+            let (mut songs, mut failed) = (Vec::new(), Vec::new());
+            for ((_, song), r) in todo.iter().zip(&results).filter(|((i, _), _)| *i == test) {
+                match r {
+                    Ok(s) => songs.push(s.clone()),
+                    Err(e) => failed.push(FailedSong {
+                        song: song.id.clone(),
+                        audio: song.audio.clone(),
+                        error: e.to_string(),
+                    }),
                 }
-                let key = ConditionKey { method: CNMF, train: &train.name, test: &tests[test].name, tau };
-                let mut c = Condition::summarise(key, songs, failed, grid, train_threshold, learned.record);
-                c.calibrated = calibrated;
-                conditions.push(c);
+            }
+            let key = ConditionKey { method, train: &train.name, test: &tests[test].name, tau };
+            let mut c = Condition::summarise(key, songs, failed, grid, train_threshold, record);
+            c.calibrated = calibrated;
+            conditions.push(c);
+        }
+        Result::Ok(conditions)
+    };
+    let mut conditions = Vec::new();
+    if !template_methods.is_empty() {
+        for &tau in &config.taus {
+            for train in &trains {
+                let (model, record) = learning(format!("{} τ={tau}", train.name), &|| {
+                    let learned = learn_or_load(train, tau, config.cache.as_deref())?;
+                    Ok((Model::Templates(learned.model), learned.record))
+                })?;
+                for &method in &template_methods {
+                    conditions.extend(run_train(train, method, Some(tau), model.clone(), record)?);
+                }
             }
         }
     }
+    if attack_decay {
+        for train in &trains {
+            let (model, record) = learning(format!("{} attack/decay", train.name), &|| {
+                let learned = learn_or_load_attack_decay(train, config.cache.as_deref())?;
+                Ok((Model::AttackDecay(learned.model), learned.record))
+            })?;
+            conditions.extend(run_train(train, Method::AttackDecay, None, model, record)?);
+        }
+    }
+    // Rows grouped by method, in the order asked for.
+    conditions.sort_by_key(|c| methods.iter().position(|m| m.name() == c.method));
     progress(total, total, "done");
     Ok(Report {
         command_line: config.command_line.clone(),
@@ -746,7 +810,7 @@ mod tests {
         // Song A peaks at δ index 0, song B at index 2; the mean peaks at index 1.
         let songs = vec![song(&[0.9, 0.8, 0.1]), song(&[0.1, 0.7, 0.8])];
         let record = LearnRecord { templates: 88, seconds: 1.0, cores: 2, from_cache: false };
-        let key = ConditionKey { method: CNMF, train: "a", test: "b", tau: 10 };
+        let key = ConditionKey { method: Method::Cnmf, train: "a", test: "b", tau: Some(10) };
         let c = Condition::summarise(key, songs, Vec::new(), &[0.1, 0.2, 0.3], 0.2, record);
         assert_eq!(c.global_index, 1);
         assert!((c.global.f_measure - 0.75).abs() < 1e-12);
@@ -761,7 +825,7 @@ mod tests {
     fn an_all_failed_condition_has_zero_scores() {
         let record = LearnRecord { templates: 88, seconds: 1.0, cores: 2, from_cache: false };
         let failed = vec![FailedSong { song: "x".into(), audio: "x.wav".into(), error: "x.wav: bad".into() }];
-        let key = ConditionKey { method: CNMF, train: "a", test: "a", tau: 10 };
+        let key = ConditionKey { method: Method::Cnmf, train: "a", test: "a", tau: Some(10) };
         let c = Condition::summarise(key, Vec::new(), failed, &[0.1, 0.2], 0.1, record);
         assert_eq!((c.global_index, c.global.f_measure, c.songwise.f_measure), (0, 0.0, 0.0));
         assert_eq!(c.failed.len(), 1);

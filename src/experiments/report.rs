@@ -23,14 +23,19 @@ use crate::{Error, Result};
 pub struct CrossPianoTable {
     /// The method.
     pub method: String,
-    /// τ.
-    pub tau: usize,
+    /// τ (`None` for the attack/decay model).
+    pub tau: Option<usize>,
     /// Templates' pianos (rows), in the order they were run.
     pub train: Vec<String>,
     /// Songs' pianos (columns), in the order they were run.
     pub test: Vec<String>,
     /// `cells[r][c]`: the condition of `train[r]` on `test[c]`.
     pub cells: Vec<Vec<Option<usize>>>,
+}
+
+/// τ in a table: its value, or `–` when the method has none.
+fn tau_cell(tau: Option<usize>) -> String {
+    tau.map_or_else(|| "–".to_string(), |t| t.to_string())
 }
 
 fn push_unique(list: &mut Vec<String>, name: &str) {
@@ -118,7 +123,7 @@ impl Report {
                     csv_field(&c.method),
                     csv_field(&c.train_piano),
                     csv_field(&c.test_piano),
-                    c.tau,
+                    c.tau.map_or(String::new(), |t| t.to_string()),
                     csv_field(&song.song),
                     song.n_reference,
                     self.thresholds[g],
@@ -171,6 +176,7 @@ impl Report {
             self.thresholds.len(),
             self.activation_scale,
         );
+        self.methods_paragraph(&mut s);
         self.table_1(&mut s);
         self.default_rule_table(&mut s);
         self.table_2(&mut s);
@@ -181,13 +187,46 @@ impl Report {
         s
     }
 
+    /// What each method present does, so that its rows can be read.
+    fn methods_paragraph(&self, s: &mut String) {
+        let present = |name: &str| self.conditions.iter().any(|c| c.method == name);
+        let mut lines = Vec::new();
+        if present("cnmf") {
+            lines.push(
+                "- **cnmf**: the paper's semi-supervised convolutive NMF on the templates' τ frames (50 NMF + 100 \
+                 CNMF iterations).",
+            );
+        }
+        if present("nmf") {
+            lines.push(
+                "- **nmf**: supervised NMF on the first slice of each template of the same dictionary (an F × 88 \
+                 dictionary, 150 NMF iterations). Its τ is that of the templates it takes the first slices from: the \
+                 first slice of a template learned at another τ is another spectrum, so its rows at different τ \
+                 differ through the templates alone.",
+            );
+        }
+        if present("attack-decay") {
+            lines.push(
+                "- **attack-decay**: the attack/decay model of Cheng et al. (ISMIR 2016), learned from the same \
+                 isolated notes (an attack and a decay spectrum, a decay rate per note, one attack envelope), 50 \
+                 sparse KL updates of the onsets; its attack activations are read. It has no τ (–), so it runs once \
+                 per pair of pianos.",
+            );
+        }
+        let _ = write!(
+            s,
+            "Methods (same spectrogram, same onset rule and δ grid, same scoring):\n\n{}\n\n",
+            lines.join("\n")
+        );
+    }
+
     fn table_1(&self, s: &mut String) {
         let _ = write!(
             s,
             "## Table 1: scores per condition (%)\n\nglobal: the one δ of the grid with the best mean onset F1 \
-             over the condition's songs; songwise: each song at its own best onset δ. A note's offset is the end \
-             of its on-run of eq. 10 (a few frames; the paper does not estimate offsets), so onset + offset F1 \
-             stays low.\n\n\
+             over the condition's songs; songwise: each song at its own best onset δ. Offsets and velocities come \
+             from the default rule of each row (next table); only δ is swept. Default δ: the calibrated one for \
+             cnmf on calibrated templates, else the uncalibrated default (nearest grid value).\n\n\
              | method | templates | songs | τ | songs scored | global δ | P | R | Onset F1 (global) | Acc | \
              Onset + offset F1 (global) | Onset F1 (songwise) | Onset + offset F1 (songwise) | \
              Onset F1 (default δ) |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
@@ -199,7 +238,7 @@ impl Report {
                 c.method,
                 c.train_piano,
                 c.test_piano,
-                c.tau,
+                tau_cell(c.tau),
                 c.songs.len(),
                 self.thresholds[c.global_index],
                 100.0 * c.global.precision,
@@ -217,33 +256,41 @@ impl Report {
     fn default_rule_table(&self, s: &mut String) {
         let _ = write!(
             s,
-            "\n## The default decision rule (%)\n\nThe tool's own rule, no oracle: δ, the offset rule and the \
-             velocity fit calibrated on the templates' isolated notes (a synthetic mix of them; \
-             `sscnmf::calibration`), or for uncalibrated templates δ = {} and velocity 127·sqrt(peak). A note \
-             ends when its activation falls below a fraction of its peak, or at the next onset of its pitch. \
-             Velocity F1: mir_eval.transcription_velocity (velocities rescaled by least squares, tolerance 0.1), \
-             against the `.mid` beside each song's reference; velocity error: mean |estimate − reference| in MIDI \
-             units over the onset-matched notes.\n\n\
-             | method | templates | songs | τ | δ | Onset F1 (default) | Onset F1 (global, oracle) | \
-             Onset + offset F1 | Onset + velocity F1 | Onset + offset + velocity F1 | velocity error |\n\
-             |---|---|---|---|---|---|---|---|---|---|---|\n",
-            self.default_threshold
+            "\n## The default decision rule (%)\n\nThe tool's own rule, no oracle. For cnmf on calibrated templates: \
+             δ, the offset fraction and the velocity fit calibrated on the templates' isolated notes (a synthetic \
+             mix of them; `sscnmf::calibration`), no song involved. nmf and attack-decay do not use the \
+             calibration (it was made on CNMF activations): they run the uncalibrated rule, δ = {} (chosen on the \
+             dev songs), offsets at {} of the peak, velocity 127·sqrt(scaled peak); so do uncalibrated templates. \
+             A note ends when its activation falls below that fraction of its peak, or at the next onset of its \
+             pitch. Velocity F1: mir_eval.transcription_velocity (velocities rescaled by least squares, tolerance \
+             0.1), against the `.mid` beside each song's reference; velocity error: mean |estimate − reference| \
+             in MIDI units over the onset-matched notes. Onset + offset F1 / onset F1 is the default rule's.\n\n\
+             | method | templates | songs | τ | δ (default) | Onset F1 (default) | oracle global δ | Onset F1 \
+             (oracle) | default − oracle | Onset + offset F1 | offset / onset | Onset + velocity F1 | Onset + \
+             offset + velocity F1 | velocity error |\n\
+             |---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+            self.default_threshold,
+            crate::transcription::DEFAULT_OFFSET_FRACTION,
         );
         let pct = |x: Option<f64>| x.map_or("–".to_string(), |v| format!("{:.1}", 100.0 * v));
         for c in &self.conditions {
             let d = &c.default_rule;
+            let ratio = if d.onset.f_measure > 0.0 { d.onset_offset_f / d.onset.f_measure } else { 0.0 };
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {:.2}{} | **{:.1}** | {:.1} | {:.1} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {:.2}{} | **{:.1}** | {:.2} | {:.1} | {:+.1} | {:.1} | {:.0} % | {} | {} | {} |",
                 c.method,
                 c.train_piano,
                 c.test_piano,
-                c.tau,
+                tau_cell(c.tau),
                 c.default_threshold,
                 if c.calibrated { " (calibrated)" } else { " (uncalibrated)" },
                 100.0 * d.onset.f_measure,
+                self.thresholds[c.global_index],
                 100.0 * c.global.f_measure,
+                100.0 * (d.onset.f_measure - c.global.f_measure),
                 100.0 * d.onset_offset_f,
+                100.0 * ratio,
                 pct(d.onset_velocity_f),
                 pct(d.onset_offset_velocity_f),
                 d.velocity_mae.map_or("–".to_string(), |v| format!("{v:.1}")),
@@ -255,10 +302,10 @@ impl Report {
         for t in self.cross_piano() {
             let _ = write!(
                 s,
-                "\n## Table 2: templates of one piano on the songs of another ({}, τ = {}; onset F1 %, global / \
+                "\n## Table 2: templates of one piano on the songs of another ({}, {}; onset F1 %, global / \
                  songwise)\n\n| templates \\ songs | {} |\n|---|{}\n",
                 t.method,
-                t.tau,
+                t.tau.map_or_else(|| "no τ".to_string(), |tau| format!("τ = {tau}")),
                 t.test.join(" | "),
                 "---|".repeat(t.test.len())
             );
@@ -282,17 +329,18 @@ impl Report {
         let _ = write!(
             s,
             "\n## Table 3: time\n\nThis machine: {} cores (std::thread::available_parallelism); {} song(s) \
-             transcribed at a time{}. Learning: wall time of the whole dictionary divided by its templates (notes \
-             are learned in parallel). Transcription: each song's wall time from decoding to activations, scaled \
+             transcribed at a time{}. Learning: wall time of the whole dictionary (or attack/decay model) divided \
+             by its notes (notes are learned in parallel); nmf uses cnmf's templates, so its learning time is \
+             theirs. Transcription: each song's wall time from decoding to activations, scaled \
              to 30 s of audio, averaged over the songs transcribed in this run; times read from the cache are \
              those recorded when it was filled.\n\n\
-             | method | templates | τ | templates learned | learn s per template | songs transcribed in this run | \
+             | method | templates | τ | notes learned | learn s per note | songs transcribed in this run | \
              transcribe s per 30 s |\n|---|---|---|---|---|---|---|\n",
             self.cores,
             self.jobs,
             if self.jobs > 1 { " (songs share the cores, so each song's time includes the others' load)" } else { "" }
         );
-        let mut seen: Vec<(&str, &str, usize)> = Vec::new();
+        let mut seen: Vec<(&str, &str, Option<usize>)> = Vec::new();
         for c in &self.conditions {
             let key = (c.method.as_str(), c.train_piano.as_str(), c.tau);
             if seen.contains(&key) {
@@ -326,7 +374,7 @@ impl Report {
                 "| {} | {} | {} | {} | {learn} | {} of {} | {transcribe} |",
                 c.method,
                 c.train_piano,
-                c.tau,
+                tau_cell(c.tau),
                 t.templates,
                 fresh.len(),
                 songs.len()
@@ -350,7 +398,7 @@ impl Report {
                 "| {} | {} | {} | {:.2} ({:.2}) | {:.2} ({:.2}) | {:.2} | {:.2} | {} of {} | {} of {} | {} of {} |",
                 c.train_piano,
                 c.test_piano,
-                c.tau,
+                tau_cell(c.tau),
                 100.0 * c.global.f_measure,
                 self.thresholds[c.global_index],
                 100.0 * x.global.f_measure,
@@ -382,7 +430,7 @@ impl Report {
                     c.method,
                     c.train_piano,
                     c.test_piano,
-                    c.tau,
+                    tau_cell(c.tau),
                     song.song,
                     song.n_reference,
                     100.0 * song.onset[c.global_index].f_measure,
@@ -408,7 +456,11 @@ impl Report {
                 let _ = writeln!(
                     s,
                     "| {} | {} | {} | {} | {} | {error} |",
-                    c.method, c.train_piano, c.test_piano, c.tau, f.song
+                    c.method,
+                    c.train_piano,
+                    c.test_piano,
+                    tau_cell(c.tau),
+                    f.song
                 );
             }
         }

@@ -80,7 +80,7 @@
 //! 4. Values below 1e-15 are set to zero (as in [`super::kernels`]) instead of
 //!    adding machine ε everywhere, which keeps f32 away from subnormals.
 
-use super::kernels::{kl_ratio_products, ACTIVATION_FLOOR, TEMPLATE_FLOOR};
+use super::kernels::{kl_ratio_products, Real, ACTIVATION_FLOOR, TEMPLATE_FLOOR};
 use super::regression::{floor_silent_frames, random_activations};
 use super::{FitInfo, Matrix, SplitMix64, MODEL_FLOOR};
 use crate::{Error, Result};
@@ -179,7 +179,7 @@ impl AttackDecayParams {
 /// `src` (`src_rows` × n, column-major), writing rows `dst_off..` of `dst`
 /// (`dst_rows` × n); the filters run in f64.
 #[allow(clippy::too_many_arguments)]
-fn map_rows<S: Copy + Into<f64>, D: FromF64>(
+fn map_rows<S: Copy + Into<f64>, D: Real>(
     src: &[S],
     src_rows: usize,
     src_off: usize,
@@ -200,21 +200,6 @@ fn map_rows<S: Copy + Into<f64>, D: FromF64>(
         for t in 0..n {
             dst[t * dst_rows + dst_off + q] = D::from_f64(y[t]);
         }
-    }
-}
-
-/// f32 or f64 from f64.
-trait FromF64: Copy {
-    fn from_f64(x: f64) -> Self;
-}
-impl FromF64 for f32 {
-    fn from_f64(x: f64) -> Self {
-        x as f32
-    }
-}
-impl FromF64 for f64 {
-    fn from_f64(x: f64) -> Self {
-        x
     }
 }
 
@@ -395,19 +380,30 @@ pub fn onset_frame(spectrogram: &Matrix<f64>) -> usize {
 }
 
 /// `R = M ⊘ V` for the rank-two model of one note, `V = A H^a + D H^d`,
-/// floored at [`MODEL_FLOOR`]; with the loss `D_KL(M | V)`.
-fn note_ratio(m: &Matrix<f64>, a: &[f64], ha: &[f64], d: &[f64], hd: &[f64]) -> (Matrix<f64>, f64) {
-    let mut r = Matrix::zeros(m.rows, m.cols);
+/// floored at [`MODEL_FLOOR`], written into `r`; returns the loss
+/// `D_KL(M | V)` when `want_loss` (0 otherwise: the logarithms are the
+/// costly part).
+fn note_ratio(
+    m: &Matrix<f64>,
+    a: &[f64],
+    ha: &[f64],
+    d: &[f64],
+    hd: &[f64],
+    r: &mut Matrix<f64>,
+    want_loss: bool,
+) -> f64 {
     let mut loss = 0.0;
     for t in 0..m.cols {
         let (x, out) = (m.col(t), r.col_mut(t));
         for f in 0..m.rows {
             let v = (a[f] * ha[t] + d[f] * hd[t]).max(MODEL_FLOOR);
-            loss += super::Beta::KL.divergence(x[f], v);
+            if want_loss {
+                loss += super::Beta::KL.divergence(x[f], v);
+            }
             out[f] = x[f] / v;
         }
     }
-    (r, loss)
+    loss
 }
 
 /// `Σ_t R[f, t] · w[t]` for each bin.
@@ -463,12 +459,15 @@ impl NoteTraining {
                 v.iter_mut().zip(num).for_each(|(x, &g)| *x = (*x * g / den).max(0.0));
             }
         };
+        // The ratio M / M̂ of the current factors, updated after each factor
+        // changes; the last one of a round (with its loss) starts the next.
+        let mut r = Matrix::zeros(m.rows, m.cols);
+        note_ratio(&m, &a, &ha, &d, &hd, &mut r, false);
         for _ in 0..self.iterations {
-            let (r, _) = note_ratio(&m, &a, &ha, &d, &hd);
             scale(&mut d, &weighted_bins(&r, &hd), hd.iter().sum());
-            let (r, _) = note_ratio(&m, &a, &ha, &d, &hd);
+            note_ratio(&m, &a, &ha, &d, &hd, &mut r, false);
             scale(&mut a, &weighted_bins(&r, &ha), ha.iter().sum());
-            let (r, _) = note_ratio(&m, &a, &ha, &d, &hd);
+            note_ratio(&m, &a, &ha, &d, &hd, &mut r, false);
             decay_weighted(alpha, &h, &mut he);
             let d_sum: f64 = d.iter().sum();
             let gd = weighted_frames(&r, &d);
@@ -478,7 +477,7 @@ impl NoteTraining {
                 alpha = (f64::from(alpha) * up / down) as f32;
             }
             decay_forward(alpha, &h, &mut hd);
-            let (r, _) = note_ratio(&m, &a, &ha, &d, &hd);
+            note_ratio(&m, &a, &ha, &d, &hd, &mut r, false);
             let ga = weighted_frames(&r, &a);
             let a_sum: f64 = a.iter().sum();
             let l = self.half_envelope as isize;
@@ -504,7 +503,7 @@ impl NoteTraining {
                 p = new_p.iter().map(|&x| (x / top) as f32).collect();
             }
             attack_forward(&p, &h, &mut ha);
-            loss_history.push(note_ratio(&m, &a, &ha, &d, &hd).1);
+            loss_history.push(note_ratio(&m, &a, &ha, &d, &hd, &mut r, true));
         }
         let mut spectra: Vec<f32> = a.iter().map(|&x| x as f32).collect();
         spectra.extend(d.iter().map(|&x| x as f32));

@@ -71,7 +71,7 @@ impl Default for ConvolutiveRegression {
 }
 
 /// How [`Precision::Fast`] approximates the paper's iterations; see
-/// BENCHMARKS-speed.md for the measured effect of each setting.
+/// BENCHMARKS.md ("Speed (issue 3)") for the measured effect of each setting.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FastSettings {
     /// Extrapolated updates: after the first [`init_plain`](Self::init_plain)
@@ -111,8 +111,9 @@ impl Default for FastSettings {
 pub struct SparseSettings {
     /// Activations below this fraction of the local level (the largest
     /// total activation of a frame within τ frames) are set to zero (for
-    /// good: a multiplicative update keeps a zero at zero), before the first
-    /// sparse iteration and after each. Default 1e-5.
+    /// good: a multiplicative update keeps a zero at zero) after each
+    /// convolutive update from [`prune_after`](Self::prune_after) on (the
+    /// initialisation uses [`init_prune`](Self::init_prune)). Default 1e-5.
     pub prune: f64,
     /// Convolutive iterations that update every activation before any is
     /// dormant. Default 5.
@@ -129,12 +130,14 @@ pub struct SparseSettings {
     /// which refreshes the ratios. Default 10.
     pub refresh_every: usize,
     /// [`prune`](Self::prune) during the sparse initialisation iterations
-    /// (first template slices only). Default 1e-7: the initialisation's
+    /// (first template slices only). Default 1e-6: the initialisation's
     /// single-slice model explains the music differently from the
-    /// convolutive one, and some activations it nearly zeroes grow again
-    /// in the convolutive iterations (with 1e-5 here, twice as many notes
-    /// differ from the reference path; BENCHMARKS.md). Its iterations cost a
-    /// tenth of a convolutive one, so keeping more costs little.
+    /// convolutive one, and some activations it nearly zeroes grow again in
+    /// the convolutive iterations (at 1e-5 here, twice as many notes differ
+    /// from the reference path; 1e-6, 1e-7 and 1e-8 give the same notes;
+    /// BENCHMARKS.md). Its iterations cost a tenth of a convolutive one, and
+    /// the convolutive iterations start from a better state, so the total
+    /// time is the same.
     pub init_prune: f64,
     /// Convolutive iterations before the first pruning. Default 0: later
     /// pruning keeps the notes closer to the reference path's (20: 12
@@ -151,8 +154,7 @@ impl Default for SparseSettings {
             dormant: 1e-3,
             model_threshold: 1e-6,
             refresh_every: 10,
-            init_prune: 1e-7,
-
+            init_prune: 1e-6,
             prune_after: 0,
         }
     }
@@ -179,6 +181,8 @@ impl ConvolutiveRegression {
     /// `Debug` form, without [`fast`](Self::fast) for [`Precision::Exact`],
     /// which ignores it.
     pub fn settings_key(&self) -> String {
+        // `fast` is the last field, so cutting at it keeps all the others
+        // (the exact-path key test checks that nothing of it is left).
         let mut key = format!("{self:?}");
         if self.precision == Precision::Exact {
             if let Some(at) = key.find(", fast: ") {

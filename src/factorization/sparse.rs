@@ -19,9 +19,10 @@
 //! order and the groups are summed in order, so the result is bit-identical
 //! whatever the number of threads.
 //!
-//! After the update, activations below `prune × max(H)` are set to zero (and
-//! dropped), which is where the speed comes from; see
-//! [`ConvolutiveRegression::prune`](super::ConvolutiveRegression::prune).
+//! After the update, activations below `prune ×` their local level (the
+//! largest frame total within τ frames, [`local_levels`]) are set to zero
+//! (and dropped), which is where the speed comes from; see
+//! [`SparseSettings`](super::SparseSettings).
 
 use rayon::prelude::*;
 
@@ -158,14 +159,14 @@ pub struct Step {
     /// The update ratio is raised to this power (2 ≈ two plain updates
     /// with the same ratio). 1 is the plain update.
     pub exponent: u32,
-    /// Activations below `model_threshold × max(H)` are left out of the
+    /// Activations below `model_threshold ×` the local level are left out of the
     /// model `M̂`.
     pub model_threshold: f32,
-    /// Activations below `numer_threshold × max(H)` are *dormant*: their
+    /// Activations below `numer_threshold ×` the local level are *dormant*: their
     /// numerator is not computed and they are multiplied by their last
     /// ratio instead.
     pub numer_threshold: f32,
-    /// After the update, activations below `prune × max(H)` are dropped.
+    /// After the update, activations below `prune ×` the local level are dropped.
     pub prune: f32,
     /// Compute the loss before the update.
     pub want_loss: bool,
@@ -250,7 +251,7 @@ impl SparseCnmf {
     }
 
     /// One multiplicative KL update of every nonzero activation, then the
-    /// activations below `max(prune · max(H), ACTIVATION_FLOOR)` are dropped.
+    /// activations below `max(prune · local level, ACTIVATION_FLOOR)` are dropped.
     pub fn update(&self, m: &PackedSpectrogram, h: &mut SparseActivations, prune: f32, want_loss: bool) -> SparseStats {
         self.step(m, h, &Step { prune, want_loss, ..Step::default() })
     }

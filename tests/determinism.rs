@@ -1,0 +1,97 @@
+//! Determinism (issue 6): the same input and options give byte-identical
+//! files across runs and with 1 or 2 threads (`RAYON_NUM_THREADS`), through
+//! the command line: `learn` (templates) and `transcribe` (MIDI) of a
+//! recording long enough to be fitted in chunks (40 s > 32 s).
+//!
+//! The recording is a dev song (`$SSCNMF_DATA`, else `../shared/data/dev`,
+//! as in `tests/dev_data.rs`) with templates learned from three of its
+//! piano's isolated notes; without the dev data, a synthetic song and notes.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const RATE: u32 = 44100;
+
+/// Runs `sscnmf args` with `threads` rayon threads; panics on failure.
+fn sscnmf(threads: usize, args: &[&str]) {
+    let o = Command::new(env!("CARGO_BIN_EXE_sscnmf"))
+        .args(args)
+        .env("RAYON_NUM_THREADS", threads.to_string())
+        .output()
+        .expect("runs");
+    assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+}
+
+fn dev_data() -> Option<PathBuf> {
+    let dir = common::dev_data_root();
+    dir.join("FluidR3").is_dir().then_some(dir)
+}
+
+/// A manifest of three isolated notes and a song, from the dev data when
+/// present, else synthetic, written in `dir`.
+fn inputs(dir: &Path) -> (PathBuf, PathBuf) {
+    let manifest = dir.join("notes.csv");
+    let mut csv = String::from("path,midi\n");
+    let song = match dev_data() {
+        Some(data) => {
+            let piano = data.join("FluidR3");
+            for pitch in [60, 64, 67] {
+                let note = piano.join(format!("ISOL/NO/MAPS_ISOL_NO_M_S0_M{pitch}_FluidR3.flac"));
+                csv.push_str(&format!("{},{pitch}\n", note.display()));
+            }
+            piano.join("MUS/MAPS_MUS-bach-bwv846_FluidR3.flac")
+        }
+        None => {
+            eprintln!("note: dev data not found; a synthetic song is used");
+            let mut song = vec![0.0f32; 45 * RATE as usize];
+            for (i, pitch) in [60u8, 64, 67].into_iter().enumerate() {
+                let path = dir.join(format!("note{pitch}.wav"));
+                common::write_wav(&path, RATE, &common::tone(RATE, pitch, 1.5));
+                csv.push_str(&format!("{},{pitch}\n", path.display()));
+                for k in 0..40 {
+                    let start = ((k as f64 + i as f64 / 3.0) * f64::from(RATE)) as usize;
+                    for (j, s) in common::tone(RATE, pitch, 0.8).into_iter().enumerate() {
+                        song[start + j] += s;
+                    }
+                }
+            }
+            let path = dir.join("song.wav");
+            common::write_wav(&path, RATE, &song);
+            path
+        }
+    };
+    std::fs::write(&manifest, csv).unwrap();
+    (manifest, song)
+}
+
+#[test]
+fn same_bytes_across_runs_and_thread_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (manifest, song) = inputs(d);
+    let path = |name: &str| d.join(name).to_str().unwrap().to_string();
+
+    let mut templates = Vec::new();
+    for (threads, name) in [(1, "t1.templates"), (2, "t2.templates")] {
+        let m = manifest.to_str().unwrap();
+        sscnmf(threads, &["learn", "--manifest", m, "-o", &path(name), "--iterations", "100", "--quiet"]);
+        templates.push(std::fs::read(d.join(name)).unwrap());
+    }
+    assert!(templates[0] == templates[1], "templates differ between 1 and 2 threads");
+
+    let mut midis = Vec::new();
+    for (threads, name) in [(1, "a.mid"), (2, "b.mid"), (2, "c.mid")] {
+        let s = song.to_str().unwrap();
+        sscnmf(
+            threads,
+            &["transcribe", s, "--templates", &path("t1.templates"), "--duration", "40", "-o", &path(name), "-q"],
+        );
+        midis.push(std::fs::read(d.join(name)).unwrap());
+    }
+    let notes = sscnmf::notes::parse_midi(&midis[0]).unwrap();
+    assert!(notes.len() > 10, "a real transcription: {} notes", notes.len());
+    assert!(midis[0] == midis[1], "MIDI differs between 1 and 2 threads");
+    assert!(midis[1] == midis[2], "MIDI differs between two runs");
+}
