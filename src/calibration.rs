@@ -55,19 +55,40 @@ use crate::evaluation::{match_notes, precision_recall_f1_overlap, MatchParams};
 use crate::notes::{read_notes, Note};
 use crate::soundfont::{IsolatedNoteTiming, LoadedSoundFont, Preset};
 use crate::templates::{is_audio_file, parse_maps_note_name};
-use crate::transcription::{OffsetRule, OnsetDetector, Transcriber, VelocityRule};
+use crate::transcription::{
+    ActivationScale, Activations, DecayRate, OffsetRule, OnsetDetector, Transcriber, VelocityRule,
+    ACTIVE_PITCH_FRACTION,
+};
 use crate::{Error, ErrorKind, Result};
 
 /// The offset fractions tried by [`calibrate`].
-pub const OFFSET_FRACTIONS: [f64; 9] = [0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5];
+pub const OFFSET_FRACTIONS: [f64; 9] = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3];
+
+/// The activation scaling of calibrated rules: δ relative to a typical
+/// note's peak, which transfers from the mix to songs (see the module docs).
+pub const CALIBRATED_SCALE: ActivationScale = ActivationScale::MeanPitchPeak;
+
+fn one() -> usize {
+    1
+}
 
 /// What [`calibrate`] chose, stored in the dictionary file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Calibration {
-    /// δ of eq. 10 on max-scaled activations.
+    /// δ of eq. 10, on activations scaled by [`scale`](Self::scale).
     pub threshold: f64,
+    /// The activation scaling δ is relative to (files of the first
+    /// calibrations, without it: max-scaled).
+    #[serde(default)]
+    pub scale: ActivationScale,
     /// The fraction of [`OffsetRule::Decay`].
     pub offset_fraction: f64,
+    /// The free decay rate of [`OffsetRule::Decay`] (`None`: a fixed floor).
+    #[serde(default)]
+    pub offset_decay_rate: Option<DecayRate>,
+    /// The bridge of [`OffsetRule::Decay`] (frames).
+    #[serde(default = "one")]
+    pub offset_bridge: usize,
     /// `a` of the velocity fit `a + b · ln(raw peak)`.
     pub velocity_intercept: f64,
     /// `b` of the velocity fit.
@@ -80,7 +101,7 @@ pub struct Calibration {
     pub seed: u64,
     /// Onset F-measure on the mix at the chosen δ.
     pub mix_onset_f: f64,
-    /// Onset + offset F-measure on the mix at the chosen δ and fraction.
+    /// Onset + offset F-measure on the mix at the chosen δ and offset rule.
     pub mix_onset_offset_f: f64,
     /// Mean absolute velocity error (MIDI units) of the mix's onset-matched
     /// notes after the fit.
@@ -88,15 +109,21 @@ pub struct Calibration {
 }
 
 impl Calibration {
-    /// The onset detector this calibration describes (max-scaled
-    /// activations, 21-frame moving average).
+    /// The onset detector this calibration describes (21-frame moving
+    /// average).
     pub fn detector(&self) -> OnsetDetector {
         OnsetDetector {
             threshold: self.threshold,
-            offsets: OffsetRule::Decay { fraction: self.offset_fraction },
+            scale: self.scale,
+            offsets: self.offsets(),
             velocity: VelocityRule::LogPeak { intercept: self.velocity_intercept, slope: self.velocity_slope },
             ..OnsetDetector::default()
         }
+    }
+
+    /// The offset rule chosen.
+    pub fn offsets(&self) -> OffsetRule {
+        OffsetRule::Decay { fraction: self.offset_fraction, rate: self.offset_decay_rate, bridge: self.offset_bridge }
     }
 
     /// As the dictionary file's `calibration` metadata.
@@ -109,9 +136,18 @@ impl Calibration {
     pub fn from_json(json: &str) -> Result<Calibration> {
         let bad = |why: String| Error::new(ErrorKind::Templates, format!("metadata `calibration`: {why}"));
         let c: Calibration = serde_json::from_str(json).map_err(|e| bad(e.to_string()))?;
-        let finite = [c.threshold, c.offset_fraction, c.velocity_intercept, c.velocity_slope];
-        if finite.iter().any(|x| !x.is_finite()) || c.threshold < 0.0 || !(0.0..1.0).contains(&c.offset_fraction) {
-            return Err(bad("threshold and velocity fit must be finite, the offset fraction in [0, 1)".into()));
+        let rate = c.offset_decay_rate.map_or([0.0, 0.0], |r| [r.intercept, r.slope]);
+        let finite = [c.threshold, c.offset_fraction, c.velocity_intercept, c.velocity_slope, rate[0], rate[1]];
+        if finite.iter().any(|x| !x.is_finite())
+            || c.threshold < 0.0
+            || !(0.0..1.0).contains(&c.offset_fraction)
+            || !(1..=1000).contains(&c.offset_bridge)
+        {
+            return Err(bad(
+                "threshold, decay rate and velocity fit must be finite, the offset fraction in [0, 1), the bridge \
+                 1 to 1000 frames"
+                    .into(),
+            ));
         }
         Ok(c)
     }
@@ -176,8 +212,14 @@ pub struct MixSettings {
     pub min_held: f64,
     /// Longest held time, seconds. Default 1.5.
     pub max_held: f64,
+    /// How held times are drawn between the two. Default
+    /// [`HeldTimes::LogUniform`].
+    pub held_times: HeldTimes,
     /// Seed of the generator. Default 7.
     pub seed: u64,
+    /// How each recording ends after its held time. Default
+    /// [`MixRelease::Recorded`].
+    pub release: MixRelease,
 }
 
 impl Default for MixSettings {
@@ -189,9 +231,22 @@ impl Default for MixSettings {
             pitch_sd: 12.0,
             min_held: 0.1,
             max_held: 1.5,
+            held_times: HeldTimes::LogUniform,
             seed: 7,
+            release: MixRelease::Recorded,
         }
     }
+}
+
+/// The distribution of the mix's held times ([`MixSettings::min_held`] to
+/// [`MixSettings::max_held`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeldTimes {
+    /// Uniform in seconds.
+    Uniform,
+    /// Uniform in log seconds (scale-free: as many notes between 0.1 and
+    /// 0.2 s as between 0.5 and 1 s).
+    LogUniform,
 }
 
 /// SplitMix64: a small, seeded generator (the mix must be the same on every
@@ -266,7 +321,12 @@ fn draw_placements(notes: &[Note], settings: &MixSettings) -> Vec<Placement> {
                 }
                 let recording = choices[(rng.uniform() * choices.len() as f64) as usize % choices.len()];
                 let recorded = notes[recording].offset - notes[recording].onset;
-                let held = (settings.min_held + (settings.max_held - settings.min_held) * rng.uniform()).min(recorded);
+                let (lo, hi) = (settings.min_held, settings.max_held);
+                let held = match settings.held_times {
+                    HeldTimes::Uniform => lo + (hi - lo) * rng.uniform(),
+                    HeldTimes::LogUniform => lo * (hi / lo).powf(rng.uniform()),
+                }
+                .min(recorded);
                 busy_until.insert(pitch, t + held + 0.3);
                 placed.push(Placement { recording, onset: t, held });
                 break;
@@ -277,12 +337,79 @@ fn draw_placements(notes: &[Note], settings: &MixSettings) -> Vec<Placement> {
     placed
 }
 
-/// Seconds of damping after a placed note's held time, and its time constant.
-const FADE_SECONDS: f64 = 0.4;
-const FADE_TIME_CONSTANT: f64 = 0.05;
+/// How a placed recording ends after its held time (see [`synthetic_mix`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MixRelease {
+    /// Damped by an exponential fade ([`FADE_TIME_CONSTANT`]).
+    Fade,
+    /// The recording's own release (its samples after the key-up), scaled
+    /// to the level at the end of the held time.
+    Recorded,
+}
+
+/// Seconds of damping after a placed note's held time, and its time
+/// constant ([`MixRelease::Fade`]).
+pub const FADE_SECONDS: f64 = 0.4;
+/// See [`FADE_SECONDS`].
+pub const FADE_TIME_CONSTANT: f64 = 0.05;
+/// Longest recorded release kept after a held time ([`MixRelease::Recorded`]).
+pub const RELEASE_SECONDS: f64 = 1.0;
+/// The cross-fade from the held part into the recorded release, and the RMS
+/// window that matches their levels ([`MixRelease::Recorded`]).
+const SPLICE_SECONDS: f64 = 0.005;
+const LEVEL_WINDOW_SECONDS: f64 = 0.02;
+
+/// The RMS of the `window` samples of `x` centred at `at` (0 outside `x`).
+fn rms_at(x: &[f32], at: usize, window: usize) -> f64 {
+    let (lo, hi) = (at.saturating_sub(window / 2).min(x.len()), (at + window / 2).min(x.len()));
+    let n = (hi - lo).max(1) as f64;
+    (x[lo..hi].iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>() / n).sqrt()
+}
+
+/// The samples of one placed note of `recording` (struck at sample `from`,
+/// key released at `key_up`) held `held` samples, then released as
+/// `release` says.
+fn placed_note(recording: &[f32], from: usize, key_up: usize, held: usize, release: MixRelease, rate: f64) -> Vec<f32> {
+    let held_part = recording.get(from..(from + held).min(recording.len())).unwrap_or(&[]);
+    let mut out = held_part.to_vec();
+    match release {
+        MixRelease::Fade => {
+            let fade = (FADE_SECONDS * rate).round() as usize;
+            let tail = recording.get(from + held..(from + held + fade).min(recording.len())).unwrap_or(&[]);
+            out.extend(
+                tail.iter().enumerate().map(|(k, &x)| x * (-(k as f64 / rate) / FADE_TIME_CONSTANT).exp() as f32),
+            );
+        }
+        MixRelease::Recorded => {
+            let window = (LEVEL_WINDOW_SECONDS * rate).round() as usize;
+            let at_key_up = rms_at(recording, key_up, window);
+            let gain = if at_key_up > 0.0 { rms_at(recording, from + held, window) / at_key_up } else { 0.0 };
+            let length = (RELEASE_SECONDS * rate).round() as usize;
+            let tail = recording.get(key_up..(key_up + length).min(recording.len())).unwrap_or(&[]);
+            let splice = ((SPLICE_SECONDS * rate).round() as usize).max(1);
+            for (k, &x) in tail.iter().enumerate() {
+                let released = x * gain as f32;
+                if k < splice {
+                    // Cross-fade from the held note's own continuation into the release.
+                    let w = (k as f32 + 0.5) / splice as f32;
+                    let own = recording.get(from + held + k).copied().unwrap_or(0.0);
+                    out.push(own * (1.0 - w) + released * w);
+                } else {
+                    out.push(released);
+                }
+            }
+        }
+    }
+    out
+}
 
 /// Builds the calibration mix at `sample_rate` from `notes` (only the
-/// recordings it uses are decoded, in parallel).
+/// recordings it uses are decoded, in parallel). Each placed note is its
+/// recording from the annotated onset for the held time, then its release
+/// ([`MixSettings::release`]): a synthetic fade, or the recording's own
+/// release after its key-up, scaled to the level at the end of the held
+/// time (the damper's decay from there; a piano's release decays at a rate
+/// that does not depend on the level) and joined by a 5 ms cross-fade.
 pub fn synthetic_mix(notes: &[CalibrationNote], sample_rate: u32, settings: &MixSettings) -> Result<CalibrationMix> {
     let placements = draw_placements(&notes.iter().map(|n| n.note).collect::<Vec<_>>(), settings);
     let mut used: Vec<usize> = placements.iter().map(|p| p.recording).collect();
@@ -298,15 +425,13 @@ pub fn synthetic_mix(notes: &[CalibrationNote], sample_rate: u32, settings: &Mix
     let mut truth = Vec::with_capacity(placements.len());
     for p in &placements {
         let n = &notes[p.recording];
-        let recording = &audio[&p.recording];
         let from = (n.note.onset * rate).round() as usize;
+        let key_up = (n.note.offset * rate).round() as usize;
         let held = (p.held * rate).round() as usize;
-        let fade = (FADE_SECONDS * rate).round() as usize;
         let at = (p.onset * rate).round() as usize;
-        for k in 0..held + fade {
-            let (Some(&x), Some(out)) = (recording.get(from + k), samples.get_mut(at + k)) else { break };
-            let gain = if k < held { 1.0 } else { (-((k - held) as f64 / rate) / FADE_TIME_CONSTANT).exp() };
-            *out += x * gain as f32;
+        let note = placed_note(&audio[&p.recording], from, key_up, held, settings.release, rate);
+        for (out, x) in samples.iter_mut().skip(at).zip(note) {
+            *out += x;
         }
         let onset = at as f64 / rate;
         truth.push(Note { onset, offset: onset + held as f64 / rate, pitch: n.note.pitch, velocity: n.note.velocity });
@@ -373,9 +498,10 @@ pub fn calibrate_on_soundfont(
     calibrate(transcriber, &mix, &settings).map_err(|e| e.with_path(&sound_font.path))
 }
 
-/// The δ grid of [`calibrate`]: 0.01:0.01:0.40.
+/// The δ grid of [`calibrate`]: 0.01:0.01:0.60 (δ relative to the mean
+/// pitch peak, [`CALIBRATED_SCALE`]).
 pub fn threshold_grid() -> Vec<f64> {
-    (1..=40).map(|i| f64::from(i) / 100.0).collect()
+    (1..=60).map(|i| f64::from(i) / 100.0).collect()
 }
 
 /// How far below the mix's best onset F a δ may score and still count as
@@ -392,6 +518,50 @@ pub fn plateau_centre(scores: &[f64], width: f64) -> usize {
     near.get(near.len().saturating_sub(1) / 2).copied().unwrap_or(0)
 }
 
+/// Reference notes held at least this long (seconds) give a free decay rate
+/// ([`fit_decay_rate`]).
+pub const MIN_HELD_FOR_DECAY: f64 = 0.6;
+
+/// The free decay rate ([`DecayRate`]) of held notes in `activations`: for
+/// each note of `reference` held at least [`MIN_HELD_FOR_DECAY`] whose
+/// onset `estimate` found (onset-only matching), the least-squares slope of
+/// `ln h` of its pitch over the frames from 0.1 s after its onset to 0.05 s
+/// before its key-up (frames where `h > 0`, at least 10 of them) gives
+/// `λ = −slope` per second; then `ln λ` is fitted on the pitch by least
+/// squares. `None` with fewer than 3 decaying notes.
+pub fn fit_decay_rate(activations: &Activations, reference: &[Note], estimate: &[Note]) -> Option<DecayRate> {
+    let hop = activations.hop_seconds;
+    let frame = |t: f64| ((t - activations.start_seconds) / hop).round().max(0.0) as usize;
+    let mut pitches = Vec::new();
+    let mut log_rates = Vec::new();
+    for (i, _) in match_notes(reference, estimate, &MatchParams::onset_only()) {
+        let n = &reference[i];
+        let Some(q) = activations.pitches.iter().position(|&p| p == n.pitch) else { continue };
+        if n.offset - n.onset < MIN_HELD_FOR_DECAY {
+            continue;
+        }
+        let frames = frame(n.onset + 0.1)..frame(n.offset - 0.05).min(activations.values.cols);
+        let (t, log_h): (Vec<f64>, Vec<f64>) = frames
+            .filter_map(|f| {
+                let h = activations.values.get(q, f);
+                (h > 0.0).then(|| (f as f64 * hop, h.ln()))
+            })
+            .unzip();
+        if t.len() < 10 {
+            continue;
+        }
+        let rate = -fit_line(&t, &log_h).1;
+        if rate > 1e-3 {
+            pitches.push(f64::from(n.pitch) - 60.0);
+            log_rates.push(rate.ln());
+        }
+    }
+    (pitches.len() >= 3).then(|| {
+        let (intercept, slope) = fit_line(&pitches, &log_rates);
+        DecayRate { intercept, slope }
+    })
+}
+
 /// Least squares `y ≈ a + b · x`; `(mean y, 0)` when `x` does not vary.
 pub fn fit_line(x: &[f64], y: &[f64]) -> (f64, f64) {
     let n = x.len().max(1) as f64;
@@ -405,28 +575,39 @@ pub fn fit_line(x: &[f64], y: &[f64]) -> (f64, f64) {
     (my - b * mx, b)
 }
 
-/// Chooses δ, the offset fraction and the velocity fit on `mix`, transcribed
+/// Chooses δ, the offset rule and the velocity fit on `mix`, transcribed
 /// by `transcriber` (see the [module docs](self)).
 pub fn calibrate(transcriber: &Transcriber, mix: &CalibrationMix, settings: &MixSettings) -> Result<Calibration> {
     let activations = transcriber.activations(&mix.samples, 0.0)?;
     let reference = &mix.notes;
-    let base = OnsetDetector::default();
-    let onset_f = |d: &OnsetDetector| {
-        precision_recall_f1_overlap(reference, &d.detect(&activations), &MatchParams::onset_only()).f_measure
+    let base = OnsetDetector { scale: CALIBRATED_SCALE, ..OnsetDetector::default() };
+    let f = |d: &OnsetDetector, params: &MatchParams| {
+        precision_recall_f1_overlap(reference, &d.detect(&activations), params).f_measure
     };
     let grid = threshold_grid();
-    let scores: Vec<f64> = grid.iter().map(|&threshold| onset_f(&OnsetDetector { threshold, ..base })).collect();
+    let scores: Vec<f64> =
+        grid.iter().map(|&threshold| f(&OnsetDetector { threshold, ..base }, &MatchParams::onset_only())).collect();
     let best = plateau_centre(&scores, PLATEAU);
     let threshold = grid[best];
-    let offset_f = |fraction: f64| {
-        let d = OnsetDetector { threshold, offsets: OffsetRule::Decay { fraction }, ..base };
-        precision_recall_f1_overlap(reference, &d.detect(&activations), &MatchParams::onset_offset()).f_measure
-    };
-    let offset_scores: Vec<f64> = OFFSET_FRACTIONS.iter().map(|&f| offset_f(f)).collect();
-    let best_fraction =
-        (0..OFFSET_FRACTIONS.len()).fold(0, |b, i| if offset_scores[i] > offset_scores[b] + 1e-12 { i } else { b });
     let detector = OnsetDetector { threshold, ..base };
     let (estimate, peaks): (Vec<Note>, Vec<f64>) = detector.detect_with_peaks(&activations).into_iter().unzip();
+    // The offset rule: the best on the mix of the fixed and the free-decay floor, without and with a bridge
+    // of half a template, at each fraction (the first of equals, in this order).
+    let rate = fit_decay_rate(&activations, reference, &estimate);
+    let bridges = [1, (transcriber.dictionary().tau() / 2).max(1)];
+    let mut offsets = (OffsetRule::decay(OFFSET_FRACTIONS[0]), f64::NEG_INFINITY);
+    for bridge in bridges {
+        for rate in [None, rate] {
+            for fraction in OFFSET_FRACTIONS {
+                let rule = OffsetRule::Decay { fraction, rate, bridge };
+                let score = f(&OnsetDetector { offsets: rule, ..detector }, &MatchParams::onset_offset());
+                if score > offsets.1 + 1e-12 {
+                    offsets = (rule, score);
+                }
+            }
+        }
+    }
+    let OffsetRule::Decay { fraction, rate, bridge } = offsets.0 else { unreachable!("a decay rule") };
     let matching = match_notes(reference, &estimate, &MatchParams::onset_only());
     let x: Vec<f64> = matching.iter().map(|&(_, j)| peaks[j].max(1e-300).ln()).collect();
     let y: Vec<f64> = matching.iter().map(|&(i, _)| f64::from(reference[i].velocity)).collect();
@@ -439,21 +620,24 @@ pub fn calibrate(transcriber: &Transcriber, mix: &CalibrationMix, settings: &Mix
         / matching.len().max(1) as f64;
     Ok(Calibration {
         threshold,
-        offset_fraction: OFFSET_FRACTIONS[best_fraction],
+        scale: CALIBRATED_SCALE,
+        offset_fraction: fraction,
+        offset_decay_rate: rate,
+        offset_bridge: bridge,
         velocity_intercept: intercept,
         velocity_slope: slope,
         mix_seconds: settings.seconds,
         mix_notes: reference.len(),
         seed: settings.seed,
         mix_onset_f: scores[best],
-        mix_onset_offset_f: offset_scores[best_fraction],
+        mix_onset_offset_f: offsets.1,
         mix_velocity_mae: mae,
     })
 }
 
 /// Bumped whenever [`calibrate`] or the mix change in a way their settings
 /// do not show (part of [`procedure_key`]).
-const PROCEDURE_REVISION: u32 = 3;
+const PROCEDURE_REVISION: u32 = 4;
 
 /// Everything that shapes a calibration besides the isolated notes and the
 /// templates, as text (for cache keys): the mix's settings, the δ grid, the
@@ -461,7 +645,8 @@ const PROCEDURE_REVISION: u32 = 3;
 /// and a revision of the procedure.
 pub fn procedure_key() -> String {
     format!(
-        "revision={PROCEDURE_REVISION} mix={:?} fade={FADE_SECONDS}/{FADE_TIME_CONSTANT} grid={:?} fractions={:?} \
+        "revision={PROCEDURE_REVISION} scale={CALIBRATED_SCALE:?}/{ACTIVE_PITCH_FRACTION} \
+         min_held_for_decay={MIN_HELD_FOR_DECAY} mix={:?} fade={FADE_SECONDS}/{FADE_TIME_CONSTANT} release={RELEASE_SECONDS}/{SPLICE_SECONDS}/{LEVEL_WINDOW_SECONDS} grid={:?} fractions={:?} \
          plateau={PLATEAU} regression={}",
         MixSettings::default(),
         threshold_grid(),
@@ -474,6 +659,16 @@ pub fn procedure_key() -> String {
 /// folder `dir` (sustain `sustain`, the median velocity and louder) with the
 /// default mix.
 pub fn calibrate_on_folder(transcriber: &Transcriber, dir: &Path, sustain: u8) -> Result<Calibration> {
+    calibrate_on_folder_with(transcriber, dir, sustain, &MixSettings::default())
+}
+
+/// [`calibrate_on_folder`] with another mix.
+pub fn calibrate_on_folder_with(
+    transcriber: &Transcriber,
+    dir: &Path,
+    sustain: u8,
+    settings: &MixSettings,
+) -> Result<Calibration> {
     let mut notes = discover_calibration_notes(dir, sustain)?;
     // The median velocity and louder: with the softest recordings in it (P, velocity 40 of
     // MAPS) the mix's best δ is 0.01-0.04 below the songs' (docs/results/dev/decision-offsets-velocity.md).
@@ -481,9 +676,8 @@ pub fn calibrate_on_folder(transcriber: &Transcriber, dir: &Path, sustain: u8) -
     velocities.sort_unstable();
     let median = velocities[(velocities.len() - 1) / 2];
     notes.retain(|n| n.note.velocity >= median);
-    let settings = MixSettings::default();
-    let mix = synthetic_mix(&notes, transcriber.dictionary().params.stft.sample_rate, &settings)?;
-    calibrate(transcriber, &mix, &settings).map_err(|e| e.with_path(dir))
+    let mix = synthetic_mix(&notes, transcriber.dictionary().params.stft.sample_rate, settings)?;
+    calibrate(transcriber, &mix, settings).map_err(|e| e.with_path(dir))
 }
 
 #[cfg(test)]
@@ -499,9 +693,13 @@ mod tests {
 
     #[test]
     fn calibration_json_round_trips_and_is_checked() {
+        let rate = DecayRate { intercept: 0.8, slope: 0.015 };
         let c = Calibration {
             threshold: 0.1,
+            scale: ActivationScale::MeanPitchPeak,
             offset_fraction: 0.2,
+            offset_decay_rate: Some(rate),
+            offset_bridge: 5,
             velocity_intercept: 50.0,
             velocity_slope: 10.0,
             mix_seconds: 60.0,
@@ -515,10 +713,17 @@ mod tests {
         let bad = Calibration { offset_fraction: 1.5, ..c.clone() };
         let err = Calibration::from_json(&bad.to_json()).unwrap_err().to_string();
         assert!(err.contains("calibration"), "{err}");
+        let bad = Calibration { offset_bridge: 0, ..c.clone() };
+        assert!(Calibration::from_json(&bad.to_json()).is_err());
         assert!(Calibration::from_json("{}").is_err());
         let d = c.detector();
-        assert_eq!(d.threshold, 0.1);
-        assert_eq!(d.offsets, OffsetRule::Decay { fraction: 0.2 });
+        assert_eq!((d.threshold, d.scale), (0.1, ActivationScale::MeanPitchPeak));
+        assert_eq!(d.offsets, OffsetRule::Decay { fraction: 0.2, rate: Some(rate), bridge: 5 });
+        // The first calibrations' files (no scale, decay rate or bridge): max-scaled, a fixed floor.
+        let first = r#"{"threshold":0.12,"offset_fraction":0.002,"velocity_intercept":90.2,"velocity_slope":28.3,
+            "mix_seconds":60.0,"mix_notes":335,"seed":7,"mix_onset_f":0.99,"mix_onset_offset_f":0.68,"mix_velocity_mae":6.0}"#;
+        let d = Calibration::from_json(first).unwrap().detector();
+        assert_eq!((d.threshold, d.scale, d.offsets), (0.12, ActivationScale::Max, OffsetRule::decay(0.002)));
     }
 
     #[test]

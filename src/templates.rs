@@ -648,7 +648,10 @@ mod tests {
     fn calibration_travels_in_the_metadata_and_old_files_fall_back() {
         let c = crate::calibration::Calibration {
             threshold: 0.13,
+            scale: crate::transcription::ActivationScale::MeanPitchPeak,
             offset_fraction: 0.01,
+            offset_decay_rate: None,
+            offset_bridge: 1,
             velocity_intercept: 90.0,
             velocity_slope: 30.0,
             mix_seconds: 60.0,

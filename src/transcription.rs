@@ -178,34 +178,90 @@ impl Activations {
 }
 
 /// How activations are scaled before thresholding.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum ActivationScale {
     /// Divided by the recording's largest activation (default): δ is a
     /// fraction of the loudest note and independent of the recording's level.
     #[default]
     Max,
+    /// Divided by the mean of the pitches' peaks: each pitch's largest
+    /// activation in the recording, over the pitches whose peak is at least
+    /// [`ACTIVE_PITCH_FRACTION`] of the largest. Like [`Max`](Self::Max)
+    /// independent of the level, but δ is then relative to a typical note's
+    /// peak rather than to the single loudest one, so it transfers between
+    /// recordings of different dynamics (a δ calibrated on isolated notes
+    /// holds on songs; docs/results/dev/decision-offsets-velocity.md).
+    MeanPitchPeak,
     /// Raw activations, as in the paper: δ depends on the recording's level.
     Raw,
 }
+
+/// The pitches whose peak is at least this fraction of the recording's
+/// largest activation count in [`ActivationScale::MeanPitchPeak`].
+pub const ACTIVE_PITCH_FRACTION: f64 = 0.05;
 
 /// Where a note ends (see the [module docs](self)).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum OffsetRule {
     /// The first frame after the on-run of eq. 10 (the paper's notes).
     RunEnd,
-    /// The first frame after the run's peak whose activation is below
-    /// `fraction` × the peak, or the next onset of the same pitch if sooner
-    /// (or the end of the activations).
+    /// The note ends at the first frame `t` after the run's peak (frame
+    /// `t₀`) that starts `bridge` frames in a row whose activations are all
+    /// below the floor `fraction` × the peak × `exp(−λ(p) · (t − t₀) · hop)`,
+    /// or at the next onset of the same pitch if sooner (or the end of the
+    /// activations). With `rate` `None`, λ = 0: a fixed fraction of the
+    /// peak. With a pitch's free decay rate λ(p) ([`DecayRate`], calibrated
+    /// on the isolated notes), the floor follows the note while its key is
+    /// held, so a held note ends when its activation falls faster than a
+    /// held string decays (the damper), whatever it was held for. `bridge`
+    /// > 1 lets the note through short gaps: a convolutive activation can
+    /// be sparse (one template of τ frames covers the sound of τ frames).
     Decay {
-        /// Fraction of the peak, in (0, 1).
+        /// Fraction of the (decaying) peak, in (0, 1).
         fraction: f64,
+        /// The free decay rate of each pitch (`None`: a fixed floor).
+        rate: Option<DecayRate>,
+        /// Frames in a row below the floor that end the note (at least 1).
+        bridge: usize,
     },
 }
 
+impl OffsetRule {
+    /// [`OffsetRule::Decay`] with a fixed floor at `fraction` of the peak
+    /// and no bridging.
+    pub fn decay(fraction: f64) -> Self {
+        OffsetRule::Decay { fraction, rate: None, bridge: 1 }
+    }
+}
+
+/// The free decay rate of an activation, per pitch:
+/// `λ(p) = exp(intercept + slope · (p − 60))` per second (a line in the log
+/// rate: a piano's strings decay faster the higher they are).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DecayRate {
+    /// `ln λ` at middle C (MIDI 60), λ in 1/s.
+    pub intercept: f64,
+    /// Change of `ln λ` per semitone.
+    pub slope: f64,
+}
+
+impl DecayRate {
+    /// λ(p) in 1/s (capped at 1000).
+    pub fn at(&self, pitch: u8) -> f64 {
+        let r = (self.intercept + self.slope * (f64::from(pitch) - 60.0)).exp();
+        if r.is_finite() {
+            r.min(1000.0)
+        } else {
+            1000.0
+        }
+    }
+}
+
 impl Default for OffsetRule {
-    /// [`OffsetRule::Decay`] with [`DEFAULT_OFFSET_FRACTION`].
+    /// [`OffsetRule::decay`] with [`DEFAULT_OFFSET_FRACTION`].
     fn default() -> Self {
-        OffsetRule::Decay { fraction: DEFAULT_OFFSET_FRACTION }
+        OffsetRule::decay(DEFAULT_OFFSET_FRACTION)
     }
 }
 
@@ -292,15 +348,17 @@ impl Default for OnsetDetector {
 impl OnsetDetector {
     /// The factor activations are multiplied by before thresholding.
     pub fn scale_factor(&self, activations: &Activations) -> f64 {
+        let inverse = |m: f64| if m > 0.0 && m.is_finite() { 1.0 / m } else { 1.0 };
         match self.scale {
             ActivationScale::Raw => 1.0,
-            ActivationScale::Max => {
-                let m = activations.max();
-                if m > 0.0 {
-                    1.0 / m
-                } else {
-                    1.0
-                }
+            ActivationScale::Max => inverse(activations.max()),
+            ActivationScale::MeanPitchPeak => {
+                let v = &activations.values;
+                let peaks: Vec<f64> =
+                    (0..v.rows).map(|q| (0..v.cols).map(|t| v.get(q, t)).fold(0.0, f64::max)).collect();
+                let floor = ACTIVE_PITCH_FRACTION * peaks.iter().copied().fold(0.0, f64::max);
+                let active: Vec<f64> = peaks.into_iter().filter(|&p| p > 0.0 && p >= floor).collect();
+                inverse(active.iter().sum::<f64>() / active.len().max(1) as f64)
             }
         }
     }
@@ -326,7 +384,10 @@ impl OnsetDetector {
                 let next_onset = runs.get(i + 1).map_or(n, |r| r.0);
                 let end = match self.offsets {
                     OffsetRule::RunEnd => end,
-                    OffsetRule::Decay { fraction } => decay_end(&row, start, end, next_onset, fraction),
+                    OffsetRule::Decay { fraction, rate, bridge } => {
+                        let per_frame = rate.map_or(0.0, |r| r.at(activations.pitches[q]) * activations.hop_seconds);
+                        decay_end(&row, (start, end), next_onset, fraction, per_frame, bridge)
+                    }
                 };
                 let note = Note {
                     onset: activations.start_seconds + start as f64 * activations.hop_seconds,
@@ -343,13 +404,28 @@ impl OnsetDetector {
 }
 
 /// The end (one past the last frame) of the note whose on-run is
-/// `start..end`: the first frame after the run's peak where `h` is below
-/// `fraction` × the peak, at most `limit` (the next onset of the pitch, or
-/// the row's length), and never before `end`'s first frame after `start`.
-pub fn decay_end(h: &[f64], start: usize, end: usize, limit: usize, fraction: f64) -> usize {
+/// `run = (start, end)`: the first frame `t` after the run's peak (frame
+/// `t₀`) that starts `bridge` frames in a row (at least 1) where `h` is below
+/// `fraction` × the peak × `exp(−decay · (t − t₀))` (`decay` per frame; 0
+/// for a fixed floor), at most `limit` (the next onset of the pitch, or the
+/// row's length; a quiet stretch cut by it ends the note where it starts),
+/// and never before the frame after `start`.
+pub fn decay_end(h: &[f64], run: (usize, usize), limit: usize, fraction: f64, decay: f64, bridge: usize) -> usize {
+    let (start, end) = run;
     let peak_at = (start..end).fold(start, |b, t| if h[t] > h[b] { t } else { b });
     let floor = fraction * h[peak_at];
-    (peak_at + 1..limit).find(|&t| h[t] < floor).unwrap_or(limit).max(start + 1)
+    let mut quiet_since = None;
+    for t in peak_at + 1..limit {
+        if h[t] < floor * (-decay * (t - peak_at) as f64).exp() {
+            let since = *quiet_since.get_or_insert(t);
+            if t + 1 - since >= bridge.max(1) {
+                return since.max(start + 1);
+            }
+        } else {
+            quiet_since = None;
+        }
+    }
+    quiet_since.unwrap_or(limit).max(start + 1)
 }
 
 /// The moving average `s[t] = (1/(2w+1)) Σ_{j=−w}^{w} h[t+j]`, zero-padded.
@@ -835,18 +911,32 @@ mod tests {
             h[t] = 0.5f64.powi(t as i32 - 11);
         }
         // Below 0.1 of the peak from frame 15 (1/16).
-        assert_eq!(decay_end(&h, 10, 12, 40, 0.1), 15);
-        assert_eq!(decay_end(&h, 10, 12, 40, 0.3), 13);
+        assert_eq!(decay_end(&h, (10, 12), 40, 0.1, 0.0, 1), 15);
+        assert_eq!(decay_end(&h, (10, 12), 40, 0.3, 0.0, 1), 13);
         // Cut at the next onset of the pitch, and never before the onset's frame.
-        assert_eq!(decay_end(&h, 10, 12, 13, 0.01), 13);
-        assert_eq!(decay_end(&h, 10, 11, 10, 0.5), 11);
+        assert_eq!(decay_end(&h, (10, 12), 13, 0.01, 0.0, 1), 13);
+        assert_eq!(decay_end(&h, (10, 11), 10, 0.5, 0.0, 1), 11);
+        // A floor that decays as fast as the note (ln 2 per frame) never ends it before the row does;
+        // a slower one ends it later than a fixed floor.
+        assert_eq!(decay_end(&h, (10, 12), 40, 0.1, 2f64.ln(), 1), 30);
+        assert_eq!(decay_end(&h, (10, 12), 40, 0.1, 0.5 * 2f64.ln(), 1), 18);
+        // A sparse activation (gaps of 2 frames): bridging 3 frames carries the note over them.
+        let mut sparse = vec![0.0; 40];
+        for t in [10, 13, 16, 19] {
+            sparse[t] = 1.0;
+        }
+        assert_eq!(decay_end(&sparse, (10, 11), 40, 0.1, 0.0, 1), 11);
+        assert_eq!(decay_end(&sparse, (10, 11), 40, 0.1, 0.0, 3), 20);
+        // A quiet stretch shorter than the bridge but cut by the next onset ends the note where it starts.
+        assert_eq!(decay_end(&sparse, (10, 11), 21, 0.1, 0.0, 3), 20);
+        assert_eq!(decay_end(&sparse, (10, 11), 19, 0.1, 0.0, 3), 17);
         let a = Activations {
             values: Matrix::from_column_major(1, 40, h.clone()).unwrap(),
             pitches: vec![60],
             hop_seconds: 0.02,
             start_seconds: 0.0,
         };
-        let d = OnsetDetector { offsets: OffsetRule::Decay { fraction: 0.1 }, ..OnsetDetector::default() };
+        let d = OnsetDetector { offsets: OffsetRule::decay(0.1), ..OnsetDetector::default() };
         let notes = d.detect(&a);
         assert_eq!(notes.len(), 1);
         assert!((notes[0].onset - 0.2).abs() < 1e-12 && (notes[0].offset - 0.3).abs() < 1e-12);
@@ -854,7 +944,7 @@ mod tests {
         let mut twice = h.clone();
         twice[20] = 1.0;
         let a = Activations { values: Matrix::from_column_major(1, 40, twice).unwrap(), ..a };
-        let d = OnsetDetector { offsets: OffsetRule::Decay { fraction: 0.001 }, ..d };
+        let d = OnsetDetector { offsets: OffsetRule::decay(0.001), ..d };
         let notes = d.detect(&a);
         assert_eq!(notes.len(), 2);
         assert!((notes[0].offset - notes[1].onset).abs() < 1e-12);
@@ -896,7 +986,7 @@ mod tests {
             half_window in 0usize..12,
             start in 0.0..100.0f64,
             raw in proptest::bool::ANY,
-            decay in prop::option::of(0.0..1.0f64),
+            decay in prop::option::of((0.0..1.0f64, prop::option::of((-5.0..8.0f64, -0.2..0.2f64)), 0usize..12)),
             log_peak in prop::option::of((-200.0..200.0f64, -50.0..50.0f64)),
         ) {
             let n = values.len() / k;
@@ -905,7 +995,10 @@ mod tests {
             let pitches: Vec<u8> = (0..k as u8).map(|q| 21 + 7 * q).collect();
             let a = Activations { values, pitches: pitches.clone(), hop_seconds: 0.02, start_seconds: start };
             let scale = if raw { ActivationScale::Raw } else { ActivationScale::Max };
-            let offsets = decay.map_or(OffsetRule::RunEnd, |fraction| OffsetRule::Decay { fraction });
+            let offsets = decay.map_or(OffsetRule::RunEnd, |(fraction, rate, bridge)| {
+                let rate = rate.map(|(intercept, slope)| DecayRate { intercept, slope });
+                OffsetRule::Decay { fraction, rate, bridge }
+            });
             let velocity =
                 log_peak.map_or(VelocityRule::Sqrt, |(intercept, slope)| VelocityRule::LogPeak { intercept, slope });
             let notes = OnsetDetector { threshold, half_window, scale, offsets, velocity }.detect(&a);

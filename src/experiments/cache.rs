@@ -65,15 +65,13 @@ fn isolated_notes(piano: &Piano) -> Result<(&PathBuf, u32)> {
 }
 
 /// A model loaded from `cached` when that file is there (with the learning
-/// time recorded beside it, `<file>.json`), else made by `learn` then
-/// `finish` (not timed: the record's time is the learning's) and, when
+/// time recorded beside it, `<file>.json`), else made by `learn` and, when
 /// `cached` is given, saved there (atomically, by `save`) with its record.
 fn learn_or_load_model<M>(
     cached: Option<PathBuf>,
     load: impl Fn(&Path) -> Result<M>,
     save: impl Fn(&M, &Path) -> Result<()>,
     learn: impl FnOnce() -> Result<M>,
-    finish: impl FnOnce(M) -> Result<M>,
     count: impl Fn(&M) -> usize,
 ) -> Result<Learned<M>> {
     let record_path = |p: &Path| {
@@ -100,7 +98,6 @@ fn learn_or_load_model<M>(
         cores: cores(),
         from_cache: false,
     };
-    let model = finish(model)?;
     if let Some(path) = &cached {
         let dir = path.parent().expect("in a folder");
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
@@ -115,10 +112,12 @@ fn learn_or_load_model<M>(
 /// `tau` with the default learning parameters, calibrated on all its
 /// no-sustain isolated notes ([`crate::calibration::calibrate_on_folder`]):
 /// loaded from `cache` when a file learned from the same folder with the same
-/// parameters, tool version and calibration procedure
-/// ([`crate::calibration::procedure_key`]) is there, else learned (and saved
-/// there with a record of the learning time beside it; the record's time
-/// excludes the calibration).
+/// parameters and tool version is there, else learned (and saved there with
+/// a record of the learning time beside it; the calibration is not timed).
+/// The calibration is cached beside the templates under a digest of the
+/// calibration procedure ([`crate::calibration::procedure_key`]), so a new
+/// procedure recalibrates without relearning; notes without a `.mid`
+/// ground truth leave the templates uncalibrated.
 pub fn learn_or_load(piano: &Piano, tau: usize, cache: Option<&Path>) -> Result<LearnedTemplates> {
     let (isolated, source) = isolated_notes(piano)?;
     let learner = TemplateLearner {
@@ -128,33 +127,55 @@ pub fn learn_or_load(piano: &Piano, tau: usize, cache: Option<&Path>) -> Result<
     };
     let cached = cache.map(|dir| {
         dir.join(format!(
-            "{}-{source:08x}-M-tau{}-it{}-beta{}-v{}-cal{:08x}.templates",
+            "{}-{source:08x}-M-tau{}-it{}-beta{}-v{}.templates",
             piano.name,
             tau,
             learner.cnmf.iterations,
             learner.cnmf.beta.value(),
-            env!("CARGO_PKG_VERSION"),
-            fnv1a(calibration::procedure_key().as_bytes(), FNV_OFFSET) as u32,
+            env!("CARGO_PKG_VERSION")
         ))
     });
-    // Notes without a `.mid` ground truth cannot calibrate: the dictionary stays uncalibrated.
-    let calibrate = |mut dictionary: TemplateDictionary| {
-        dictionary.calibration =
-            match calibration::calibrate_on_folder(&Transcriber::new(dictionary.clone())?, isolated, 0) {
-                Ok(c) => Some(c),
-                Err(e) if e.kind() == crate::ErrorKind::InvalidInput => None,
-                Err(e) => return Err(e),
-            };
-        Ok(dictionary)
-    };
-    learn_or_load_model(
-        cached,
+    let mut learned = learn_or_load_model(
+        cached.clone(),
         TemplateDictionary::load,
         TemplateDictionary::save,
         || learner.learn(&discover_maps_notes(isolated, Some("M"), Some(0))?, |_| {}),
-        calibrate,
         |d| d.pitches.len(),
-    )
+    )?;
+    learned.model.calibration = calibrate_or_load(&learned.model, isolated, cached.as_deref())?;
+    Ok(learned)
+}
+
+/// The calibration of `dictionary` on the isolated notes in `isolated`:
+/// read from beside `templates_file` (`<file>.calibration-<digest>.json`)
+/// when there, else computed (and saved there). `None` when the notes have
+/// no `.mid` ground truth.
+fn calibrate_or_load(
+    dictionary: &TemplateDictionary,
+    isolated: &Path,
+    templates_file: Option<&Path>,
+) -> Result<Option<calibration::Calibration>> {
+    let path = templates_file.map(|p| {
+        let digest = fnv1a(calibration::procedure_key().as_bytes(), FNV_OFFSET) as u32;
+        let mut name = p.file_name().unwrap_or_default().to_os_string();
+        name.push(format!(".calibration-{digest:08x}.json"));
+        p.with_file_name(name)
+    });
+    let stored = path.as_ref().and_then(|p| std::fs::read_to_string(p).ok());
+    if let Some(c) = stored.and_then(|json| calibration::Calibration::from_json(&json).ok()) {
+        return Ok(Some(c));
+    }
+    let plain = TemplateDictionary { calibration: None, ..dictionary.clone() };
+    match calibration::calibrate_on_folder(&Transcriber::new(plain)?, isolated, 0) {
+        Ok(c) => {
+            if let Some(p) = &path {
+                crate::files::write_atomically(p, c.to_json().as_bytes())?;
+            }
+            Ok(Some(c))
+        }
+        Err(e) if e.kind() == crate::ErrorKind::InvalidInput => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// The attack/decay model of `piano` (Cheng et al. 2016; its intensity-M,
@@ -185,7 +206,6 @@ pub fn learn_or_load_attack_decay(piano: &Piano, cache: Option<&Path>) -> Result
         AttackDecayModel::load,
         AttackDecayModel::save,
         || learner.learn(&discover_maps_notes(isolated, Some("M"), Some(0))?, |_| {}),
-        Ok,
         |m| m.pitches.len(),
     )
 }

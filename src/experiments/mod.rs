@@ -335,13 +335,17 @@ pub struct Condition {
     pub songwise: Point,
     /// Mean onset+offset F, each song at its best onset δ.
     pub songwise_onset_offset_f: f64,
-    /// Mean onset scores at the configured default δ (or the nearest grid value).
+    /// Mean onset scores of the tool's default rule (its δ, on its own
+    /// activation scaling: [`default_rule`](Self::default_rule)'s onset).
     pub at_default: Point,
     /// The δ of the tool's default rule for these templates: calibrated on
     /// their isolated notes, or [`crate::transcription::DEFAULT_THRESHOLD`].
     pub default_threshold: f64,
-    /// Whether the templates carry a calibration.
+    /// Whether the default rule is the templates' calibration (cnmf on
+    /// calibrated templates).
     pub calibrated: bool,
+    /// The default rule's scaling and offset rule, in words.
+    pub default_rule_description: String,
     /// Mean scores of the tool's default decision rule (its own δ, offsets
     /// and velocities).
     pub default_rule: RuleScores,
@@ -449,9 +453,7 @@ impl Condition {
                     reference_notes: songs.iter().map(|s| s.reference_notes_at_default).sum(),
                 }
             });
-        let default_index = (0..grid.len())
-            .min_by(|&a, &b| (grid[a] - default).abs().total_cmp(&(grid[b] - default).abs()))
-            .unwrap_or(0);
+        let default_rule = RuleScores::mean(&songs.iter().map(|s| s.default_rule).collect::<Vec<_>>());
         Condition {
             method: key.method.to_string(),
             train_piano: key.train.to_string(),
@@ -462,10 +464,11 @@ impl Condition {
             global_onset_offset_f: mean(songs.iter().map(|s| s.onset_offset_f[global_index])),
             songwise: songwise_point(&songs, |s| &s.onset),
             songwise_onset_offset_f: mean(songs.iter().map(|s| s.onset_offset_f[s.best_index()])),
-            at_default: at(default_index),
+            at_default: default_rule.onset,
             default_threshold: default,
             calibrated: false,
-            default_rule: RuleScores::mean(&songs.iter().map(|s| s.default_rule).collect::<Vec<_>>()),
+            default_rule_description: String::new(),
+            default_rule,
             songs,
             failed,
             templates,
@@ -489,6 +492,25 @@ fn best_global_index(songs: &[SongResult], n_grid: usize, points: impl Fn(&SongR
 fn songwise_point(songs: &[SongResult], points: impl Fn(&SongResult) -> &[Point]) -> Point {
     let best: Vec<Point> = songs.iter().map(|s| points(s)[best_index(points(s))]).collect();
     mean_point(&best)
+}
+
+/// A detector's scaling and offset rule, in words (for the report).
+pub fn rule_description(d: &OnsetDetector) -> String {
+    use crate::transcription::OffsetRule;
+    let scale = match d.scale {
+        ActivationScale::Max => "max",
+        ActivationScale::MeanPitchPeak => "mean pitch peak",
+        ActivationScale::Raw => "raw",
+    };
+    let offsets = match d.offsets {
+        OffsetRule::RunEnd => "end of the on-run".to_string(),
+        OffsetRule::Decay { fraction, rate, bridge } => format!(
+            "{fraction} of the {}peak{}",
+            if rate.is_some() { "free-decaying " } else { "" },
+            if bridge > 1 { format!(", bridge {bridge}") } else { String::new() }
+        ),
+    };
+    format!("{scale}; {offsets}")
 }
 
 /// The reference notes with velocities of a song whose reference is a MAPS
@@ -551,11 +573,13 @@ impl SongRunner<'_> {
         let fast = cached_activations(&self.transcriber, &song.audio, cache)?;
         let with_velocity =
             velocity_reference(&song.reference)?.map(|notes| reference_excerpt(&notes, config.duration_seconds));
-        let default_detector = OnsetDetector { scale: config.scale, ..self.transcriber.detector };
+        // The tool's own rule as it is (δ, scaling, offsets, velocities); the sweep changes δ on the
+        // configured scaling and keeps the rest.
+        let default_detector = self.transcriber.detector;
         let sweep = |activations: &Activations| -> (Vec<Point>, Vec<f64>) {
             grid.iter()
                 .map(|&delta| {
-                    let detector = OnsetDetector { threshold: delta, ..default_detector };
+                    let detector = OnsetDetector { threshold: delta, scale: config.scale, ..default_detector };
                     let scores = evaluate(&reference, &detector.detect(activations), 0.05, 0.2);
                     (Point::from(scores.onset), scores.onset_offset.f_measure)
                 })
@@ -725,6 +749,7 @@ pub fn run_experiment(config: &ExperimentConfig, progress: impl Fn(usize, usize,
             let key = ConditionKey { method, train: &train.name, test: &tests[test].name, tau };
             let mut c = Condition::summarise(key, songs, failed, grid, train_threshold, record);
             c.calibrated = calibrated;
+            c.default_rule_description = rule_description(&runner.transcriber.detector);
             conditions.push(c);
         }
         Result::Ok(conditions)
@@ -801,7 +826,8 @@ mod tests {
             identical_notes_at_default: None,
             notes_on_one_path_at_default: None,
             reference_notes_at_default: 0,
-            default_rule: RuleScores::default(),
+            // The default rule scores as the grid's second δ (the test's default).
+            default_rule: RuleScores { onset: p(fs[1]), ..RuleScores::default() },
         }
     }
 
