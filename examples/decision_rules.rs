@@ -76,6 +76,9 @@ fn main() -> sscnmf::Result<()> {
     let cache = PathBuf::from(args.get(2).map_or("/tmp/decide-exp/cache", String::as_str));
     let only: Option<&str> = args.get(3).map(String::as_str);
     let mode = args.get(4).map_or("rules", String::as_str);
+    if mode == "builtin" {
+        return builtin_on_other_pianos(&data, &cache);
+    }
     for piano in discover_maps_dataset(&data)? {
         if only.is_some_and(|o| o != piano.name && o != "all") || piano.isolated_notes.is_none() {
             continue;
@@ -147,16 +150,25 @@ fn rules(transcriber: &Transcriber, songs: &[Song]) {
 /// and how that scores on the songs.
 fn mix_designs(piano: &Piano, transcriber: &Transcriber, songs: &[Song]) -> sscnmf::Result<()> {
     let dir = piano.isolated_notes.as_ref().expect("isolated notes");
-    let designs = [("fade (50 ms)", MixRelease::Fade), ("recorded release", MixRelease::Recorded)];
-    for (name, release) in designs {
-        let settings = MixSettings { release, ..MixSettings::default() };
+    for release in [MixRelease::Fade, MixRelease::Recorded] {
+        for held_times in [HeldTimes::Uniform, HeldTimes::LogUniform] {
+            mix_design(transcriber, songs, dir, MixSettings { release, held_times, ..MixSettings::default() })?;
+        }
+    }
+    Ok(())
+}
+
+fn mix_design(transcriber: &Transcriber, songs: &[Song], dir: &Path, settings: MixSettings) -> sscnmf::Result<()> {
+    {
         let c = calibrate_on_folder_with(transcriber, dir, 0, &settings)?;
         let (f, f_off) = scores(songs, &c.detector());
         println!(
-            "{name}: δ {:.2}, fraction {} (mix onset F {:.1}, onset+offset F {:.1}) -> songs onset F {:.1}, \
+            "{:?} {:?}: δ {:.2}, offsets {:?} (mix onset F {:.1}, onset+offset F {:.1}) -> songs onset F {:.1}, \
              onset+offset F {:.1} ({:.0} % of onset F)",
+            settings.release,
+            settings.held_times,
             c.threshold,
-            c.offset_fraction,
+            c.offsets(),
             100.0 * c.mix_onset_f,
             100.0 * c.mix_onset_offset_f,
             100.0 * f,
@@ -423,4 +435,47 @@ fn scales_on(transcriber: &Transcriber, songs: &[Song], (truth, mix): &(Vec<Note
             100.0 * (f[pick] - f[best])
         );
     }
+}
+
+/// The built-in dictionary (Salamander's notes) on the songs of the other
+/// dev pianos: its calibrated rule against the uncalibrated one (δ 0.11 of
+/// the largest activation, offsets at 0.01 of the peak).
+fn builtin_on_other_pianos(data: &Path, cache: &Path) -> sscnmf::Result<()> {
+    let mut transcriber = Transcriber::new(sscnmf::templates::TemplateDictionary::builtin()?)?;
+    transcriber.decode = DecodeOptions { duration_seconds: Some(30.0), ..Default::default() };
+    let calibrated = transcriber.detector;
+    println!("built-in calibration: {:?}", transcriber.dictionary().calibration);
+    for piano in discover_maps_dataset(data)? {
+        if piano.name == "Salamander" {
+            continue;
+        }
+        let songs: Vec<Song> = piano
+            .songs
+            .iter()
+            .map(|song| {
+                Ok(Song {
+                    reference: reference_excerpt(&read_notes(&song.reference)?, 30.0),
+                    with_velocity: Vec::new(),
+                    activations: cached_activations(&transcriber, &song.audio, Some(cache))?.activations,
+                })
+            })
+            .collect::<sscnmf::Result<_>>()?;
+        for (name, d) in [("uncalibrated", OnsetDetector::default()), ("calibrated", calibrated)] {
+            let (on, off) = scores(&songs, &d);
+            println!("{} songs, {name} rule: onset F {:.1}, onset+offset F {:.1}", piano.name, 100.0 * on, 100.0 * off);
+        }
+        let grid = threshold_grid();
+        let f: Vec<f64> = grid
+            .iter()
+            .map(|&threshold| scores(&songs, &OnsetDetector { threshold, ..OnsetDetector::default() }).0)
+            .collect();
+        let best = (0..grid.len()).fold(0, |b, i| if f[i] > f[b] + 1e-12 { i } else { b });
+        println!(
+            "{} songs, oracle global δ (max-scaled) {:.2}: onset F {:.1}",
+            piano.name,
+            grid[best],
+            100.0 * f[best]
+        );
+    }
+    Ok(())
 }

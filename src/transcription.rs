@@ -903,6 +903,54 @@ mod tests {
     }
 
     #[test]
+    fn mean_pitch_peak_scaling_ignores_quiet_pitches_and_the_level() {
+        // Peaks 4 and 2; a third pitch at 0.1 (below 5 % of 4) does not count: the scale is 1/3.
+        let mut values = Matrix::zeros(3, 100);
+        values.set(0, 20, 4.0);
+        values.set(1, 50, 2.0);
+        values.set(2, 70, 0.1);
+        let a = Activations { values, pitches: vec![60, 64, 67], hop_seconds: 0.02, start_seconds: 0.0 };
+        let d = OnsetDetector { scale: ActivationScale::MeanPitchPeak, threshold: 0.5, ..OnsetDetector::default() };
+        assert!((d.scale_factor(&a) - 1.0 / 3.0).abs() < 1e-12);
+        let mut loud = a.clone();
+        loud.values.data.iter_mut().for_each(|x| *x *= 1000.0);
+        assert_eq!(d.detect(&a), d.detect(&loud));
+        // δ = 1.2 of the mean peak: the pitch peaking at 4/3 of it passes, the one at 2/3 does not.
+        let pitches: Vec<u8> = OnsetDetector { threshold: 1.2, ..d }.detect(&a).iter().map(|n| n.pitch).collect();
+        assert_eq!(pitches, vec![60]);
+        // All zeros: no notes, no division by zero.
+        let zeros = Activations { values: Matrix::zeros(2, 10), pitches: vec![60, 64], ..a };
+        assert_eq!(d.scale_factor(&zeros), 1.0);
+        assert!(d.detect(&zeros).is_empty());
+    }
+
+    #[test]
+    fn free_decay_floors_follow_each_pitch() {
+        let rate = DecayRate { intercept: 0.5, slope: 0.02 };
+        assert!((rate.at(60) - 0.5f64.exp()).abs() < 1e-12);
+        assert!((rate.at(72) - (0.5f64 + 0.24).exp()).abs() < 1e-12);
+        assert_eq!(DecayRate { intercept: 1e9, slope: 0.0 }.at(60), 1000.0);
+        // Two pitches held 1 s (50 frames), each decaying at its own free rate, then damped to 0.
+        let (hop, n) = (0.02, 100);
+        let mut values = Matrix::zeros(2, n);
+        for (q, pitch) in [(0usize, 48u8), (1, 84)] {
+            for t in 10..60 {
+                values.set(q, t, (-rate.at(pitch) * (t - 10) as f64 * hop).exp());
+            }
+        }
+        let a = Activations { values, pitches: vec![48, 84], hop_seconds: hop, start_seconds: 0.0 };
+        // A fixed floor at 0.3 of the peak cuts both notes while they are held, the faster one sooner
+        // (δ 0.2: no second on-run where the moving average falls at the damping).
+        let fixed = OnsetDetector { offsets: OffsetRule::decay(0.3), threshold: 0.2, ..OnsetDetector::default() };
+        let ends: Vec<f64> = fixed.detect(&a).iter().map(|n| n.offset).collect();
+        assert!(ends.len() == 2 && ends.iter().all(|&e| e < 1.19) && ends[1] < ends[0], "{ends:?}");
+        // The free-decay floor keeps both to the damping (frame 60, 1.2 s).
+        let free = OffsetRule::Decay { fraction: 0.3, rate: Some(rate), bridge: 1 };
+        let notes = OnsetDetector { offsets: free, ..fixed }.detect(&a);
+        assert!(notes.len() == 2 && notes.iter().all(|n| (n.offset - 1.2).abs() < 1e-9), "{notes:?}");
+    }
+
+    #[test]
     fn decay_offsets_follow_the_activation_down() {
         // A note struck at frame 10, peaking at 11, decaying by half per frame.
         let mut h = vec![0.0; 40];

@@ -366,3 +366,109 @@ fn synthetic_experiment_runs_the_three_methods_side_by_side() {
         }
     }
 }
+
+/// PianoA's isolated notes at intensities M and F (gains 1 and 2, velocities
+/// 70 and 100) with a one-note `.mid` beside each, and its songs with `.mid`
+/// references (velocity 64): what the calibration needs.
+fn write_calibratable_piano(dir: &Path) {
+    let isol = dir.join("PianoA/ISOL/NO");
+    let mus = dir.join("PianoA/MUS");
+    std::fs::create_dir_all(&isol).unwrap();
+    std::fs::create_dir_all(&mus).unwrap();
+    for pitch in PITCHES {
+        for (intensity, gain, velocity) in [("M", 1.0, 70), ("F", 2.0, 100)] {
+            let mut audio = vec![0.0f32; RATE as usize / 5];
+            audio.extend(tone(0, pitch, 1.5).into_iter().map(|x| gain * x));
+            let stem = isol.join(format!("MAPS_ISOL_NO_{intensity}_S0_M{pitch}_PianoA"));
+            common::write_wav(&stem.with_extension("wav"), RATE, &audio);
+            let note = Note { onset: 0.2, offset: 1.69, pitch, velocity };
+            write_notes(&stem.with_extension("mid"), &[note], NoteFormat::Midi).unwrap();
+        }
+    }
+    for (s, score) in SONGS.iter().enumerate() {
+        let mut audio = vec![0.0f32; (2.8 * f64::from(RATE)) as usize];
+        for &(onset, pitch, gain) in *score {
+            let start = (onset * f64::from(RATE)).round() as usize;
+            for (i, x) in tone(0, pitch, 0.5).into_iter().enumerate() {
+                audio[start + i] += gain * x;
+            }
+        }
+        let stem = mus.join(format!("MAPS_MUS-song{s}_PianoA"));
+        common::write_wav(&stem.with_extension("wav"), RATE, &audio);
+        write_notes(&stem.with_extension("mid"), &song_notes(score), NoteFormat::Midi).unwrap();
+    }
+}
+
+#[test]
+fn calibrated_templates_in_the_experiment_and_in_learn() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("maps");
+    write_calibratable_piano(&data);
+    let cache = root.path().join("cache");
+    let cfg = ExperimentConfig { methods: vec![Method::Cnmf, Method::Nmf], ..config(&data, &cache, 2) };
+    let report = run(&cfg);
+    let (cnmf, nmf) = (&report.conditions[0], &report.conditions[1]);
+    assert_eq!((cnmf.method.as_str(), nmf.method.as_str()), ("cnmf", "nmf"));
+    // CNMF reads the calibration cached beside the templates; NMF runs the uncalibrated rule.
+    let calibrations: Vec<_> = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains(".calibration-"))
+        .collect();
+    assert_eq!(calibrations.len(), 1, "{calibrations:?}");
+    let c = sscnmf::calibration::Calibration::from_json(&std::fs::read_to_string(&calibrations[0]).unwrap()).unwrap();
+    assert!(cnmf.calibrated && !nmf.calibrated);
+    assert_eq!((cnmf.default_threshold, nmf.default_threshold), (c.threshold, 0.11));
+    assert!(cnmf.default_rule_description.starts_with("mean pitch peak; "), "{}", cnmf.default_rule_description);
+    assert_eq!(nmf.default_rule_description, "max; 0.01 of the peak");
+    // The songs' .mid give velocity scores; the calibrated rule finds the loud notes and nothing else
+    // (the songs' quietest notes, 7-20 % of the loudest, are meant to be lost at some δ).
+    assert!(cnmf.default_rule.onset_velocity_f.is_some() && cnmf.default_rule.velocity_mae.is_some());
+    let found = cnmf.default_rule.onset;
+    assert!(found.precision >= 0.95 && found.f_measure >= 0.75, "{:?}", cnmf.default_rule);
+    assert_eq!(cnmf.at_default, cnmf.default_rule.onset);
+    let markdown = report.to_markdown();
+    for needle in [
+        format!("| cnmf | PianoA | PianoA | 10 | {:.2} (calibrated) | mean pitch peak; ", c.threshold),
+        "| nmf | PianoA | PianoA | 10 | 0.11 (uncalibrated) | max; 0.01 of the peak |".to_string(),
+        "nmf and attack-decay do not use the calibration".to_string(),
+    ] {
+        assert!(markdown.contains(&needle), "`{needle}` not in the report:\n{markdown}");
+    }
+    // A second run reads templates, calibration and activations from the cache: the same scores.
+    let again = run(&cfg);
+    assert_eq!(again.conditions[0].default_rule, cnmf.default_rule);
+    assert!(again.conditions[0].templates.from_cache);
+
+    // `learn` calibrates on the same notes (the experiment learns from intensity M only, as `learn`
+    // by default), unless told not to; `transcribe` says when a dictionary is uncalibrated.
+    let isol = data.join("PianoA/ISOL/NO");
+    let (with, without) = (root.path().join("with.templates"), root.path().join("without.templates"));
+    let learn = |out: &Path, extra: &[&str]| {
+        let mut args = vec!["learn", isol.to_str().unwrap(), "-o", out.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let o = common::sscnmf(&args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    assert!(learn(&with, &[]).contains("calibrated on a 60 s mix"));
+    assert!(!learn(&without, &["--no-calibrate"]).contains("calibrated"));
+    let learned = sscnmf::templates::TemplateDictionary::load(&with).unwrap();
+    assert_eq!(learned.calibration, Some(c));
+    assert_eq!(sscnmf::templates::TemplateDictionary::load(&without).unwrap().calibration, None);
+    let song = data.join("PianoA/MUS/MAPS_MUS-song0_PianoA.wav");
+    for (templates, noted) in [(&with, false), (&without, true)] {
+        let out = root.path().join("song.mid");
+        let o = common::sscnmf(&[
+            "transcribe",
+            song.to_str().unwrap(),
+            "--templates",
+            templates.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--overwrite",
+        ]);
+        assert!(o.status.success());
+        assert_eq!(String::from_utf8_lossy(&o.stderr).contains("has no calibration"), noted);
+    }
+}

@@ -231,11 +231,12 @@ pub(super) fn transcribe(a: TranscribeArgs) -> anyhow::Result<()> {
     }
     bar.finish_and_clear();
     let failed = failed.into_inner();
-    if uncalibrated && failed < plans.len() && !a.quiet {
+    // The built-in dictionary is uncalibrated on purpose (assets/README.md): no note for it.
+    if let (true, Some(path), false) = (uncalibrated && failed < plans.len(), &a.templates, a.quiet) {
         eprintln!(
-            "note: {} has no calibration (learned before calibration existed?); used δ = {DEFAULT_THRESHOLD} and \
-             uncalibrated velocities (re-run `sscnmf learn` to calibrate)",
-            a.templates.as_ref().map_or("the built-in dictionary".into(), |p| p.display().to_string())
+            "note: {} has no calibration (learned before calibration existed, or --no-calibrate); used δ = \
+             {DEFAULT_THRESHOLD} and uncalibrated offsets and velocities (re-run `sscnmf learn` to calibrate)",
+            path.display()
         );
     }
     if several && !a.quiet {
