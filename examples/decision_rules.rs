@@ -248,7 +248,7 @@ fn offset_curves(piano: &Piano, transcriber: &Transcriber, songs: &[Song], cache
                 let rule = |fraction| OffsetRule::Decay { fraction, rate, bridge };
                 let name = format!("bridge {bridge}, {}", if rate.is_some() { "free decay" } else { "fixed" });
                 println!("  mix {release:?} {name}: {}", row(&|f| mix_f(rule(f))).join(" "));
-                if held_times == HeldTimes::LogUniform {
+                if held_times == MixSettings::default().held_times {
                     let songs_row = row(&|f| scores(songs, &OnsetDetector { offsets: rule(f), ..base }).1);
                     println!("  songs {name}: {}", songs_row.join(" "));
                 }

@@ -15,7 +15,7 @@
 //! pitches drawn around middle E ([`MixSettings::pitch_mean`],
 //! [`MixSettings::pitch_sd`]), each note a recording of that pitch at a random
 //! intensity, cut from its annotated onset and held for a random time,
-//! log-uniform in [`MixSettings::min_held`]..[`MixSettings::max_held`]
+//! uniform in [`MixSettings::min_held`]..[`MixSettings::max_held`]
 //! ([`HeldTimes`]; at most as long as it was recorded), then released: the
 //! recording's own release after its key-up, scaled to the level where the
 //! held part ends ([`MixRelease::Recorded`]). A pitch is not struck again
@@ -223,7 +223,8 @@ pub struct MixSettings {
     /// Longest held time, seconds. Default 1.5.
     pub max_held: f64,
     /// How held times are drawn between the two. Default
-    /// [`HeldTimes::LogUniform`].
+    /// [`HeldTimes::Uniform`] (log-uniform gave the same onset F and 0.2
+    /// points less onset + offset F on the dev songs, on average).
     pub held_times: HeldTimes,
     /// Seed of the generator. Default 7.
     pub seed: u64,
@@ -241,7 +242,7 @@ impl Default for MixSettings {
             pitch_sd: 12.0,
             min_held: 0.1,
             max_held: 1.5,
-            held_times: HeldTimes::LogUniform,
+            held_times: HeldTimes::Uniform,
             seed: 7,
             release: MixRelease::Recorded,
         }
@@ -769,10 +770,10 @@ mod tests {
             held.sort_by(f64::total_cmp);
             held[held.len() / 2]
         };
-        assert_eq!(s.held_times, HeldTimes::LogUniform);
-        assert!((0.3..0.5).contains(&median(&placed)), "{}", median(&placed));
-        let uniform = draw_placements(&notes, &MixSettings { held_times: HeldTimes::Uniform, ..s });
-        assert!((0.7..0.9).contains(&median(&uniform)), "{}", median(&uniform));
+        assert_eq!(s.held_times, HeldTimes::Uniform);
+        assert!((0.7..0.9).contains(&median(&placed)), "{}", median(&placed));
+        let log_uniform = draw_placements(&notes, &MixSettings { held_times: HeldTimes::LogUniform, ..s });
+        assert!((0.3..0.5).contains(&median(&log_uniform)), "{}", median(&log_uniform));
     }
 
     #[test]

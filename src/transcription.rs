@@ -214,9 +214,10 @@ pub enum OffsetRule {
     /// peak. With a pitch's free decay rate λ(p) ([`DecayRate`], calibrated
     /// on the isolated notes), the floor follows the note while its key is
     /// held, so a held note ends when its activation falls faster than a
-    /// held string decays (the damper), whatever it was held for. `bridge`
-    /// > 1 lets the note through short gaps: a convolutive activation can
-    /// be sparse (one template of τ frames covers the sound of τ frames).
+    /// held string decays (the damper), whatever it was held for. A
+    /// `bridge` above 1 lets the note through short gaps: a convolutive
+    /// activation can be sparse (one template of τ frames covers the sound
+    /// of τ frames).
     Decay {
         /// Fraction of the (decaying) peak, in (0, 1).
         fraction: f64,
