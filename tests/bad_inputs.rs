@@ -346,12 +346,20 @@ fn cases() -> Vec<Case> {
             outcome: error("cut-frame.flac", "truncated: the file ends before its first complete block of audio"),
         },
         Case {
-            name: "WAV with sample rate 0 (the decoder panics; caught)",
+            name: "WAV with sample rate 0",
             make: |d| {
                 write(d.join("rate0.wav"), &common::raw_wav(1, 1, 0, 16, 100, &[0; 100]));
                 transcribe(d, "rate0.wav", &[])
             },
-            outcome: error("rate0.wav", "corrupt audio: the decoder failed on this file"),
+            outcome: error("rate0.wav", "corrupt WAV header: its sample rate 0 Hz is out of range"),
+        },
+        Case {
+            name: "WAV with 0 channels",
+            make: |d| {
+                write(d.join("mono0.wav"), &common::raw_wav(1, 0, 22050, 16, 100, &[0; 100]));
+                transcribe(d, "mono0.wav", &[])
+            },
+            outcome: error("mono0.wav", "corrupt WAV header: it declares 0 channels"),
         },
         Case {
             name: "WAV with 0 samples",
