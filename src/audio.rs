@@ -620,19 +620,34 @@ fn check_wav_format(fmt: &[u8; 16]) -> Result<()> {
     Ok(())
 }
 
+/// How far into a stream Symphonia's probe looks for a format's marker
+/// (`symphonia_core::probe::Probe::PROBE_SEARCH_LIMIT`): a WAV header may
+/// follow up to this many bytes of something else.
+const PROBE_SEARCH_LIMIT: u64 = 1 << 20;
+
+/// The offset of the first `RIFF....WAVE` marker within the probe's reach,
+/// where Symphonia's WAV reader would start, if any.
+fn find_riff_wave<R: Read + Seek>(reader: &mut R, total_len: u64) -> Option<u64> {
+    let reach = total_len.min(PROBE_SEARCH_LIMIT + 12);
+    let mut head = vec![0u8; usize::try_from(reach).ok()?];
+    reader.seek(SeekFrom::Start(0)).ok()?;
+    reader.read_exact(&mut head).ok()?;
+    head.windows(12).position(|w| &w[0..4] == b"RIFF" && &w[8..12] == b"WAVE").map(|p| p as u64)
+}
+
 /// Walks the chunks of a RIFF/WAVE stream: `Ok(None)` when it is not one (or
 /// cannot be read: the decoder then says what is wrong), an error for a bad
 /// `fmt ` chunk, else the patches of [`wav_header_patches`].
 fn scan_wav<R: Read + Seek>(reader: &mut R, total_len: u64) -> Result<Option<Vec<Patch>>> {
-    let mut header = [0u8; 12];
-    if reader.seek(SeekFrom::Start(0)).is_err() || reader.read_exact(&mut header).is_err() {
+    let Some(base) = find_riff_wave(reader, total_len) else {
         return Ok(None);
-    }
-    if &header[0..4] != b"RIFF" || &header[8..12] != b"WAVE" {
+    };
+    let mut header = [0u8; 12];
+    if reader.seek(SeekFrom::Start(base)).is_err() || reader.read_exact(&mut header).is_err() {
         return Ok(None);
     }
     let riff_len = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-    let mut pos: u64 = 12;
+    let mut pos: u64 = base + 12;
     // Chunks before the data chunk (fmt, fact, LIST, …): a bounded walk.
     for _ in 0..1024 {
         let mut chunk = [0u8; 8];
@@ -648,21 +663,23 @@ fn scan_wav<R: Read + Seek>(reader: &mut R, total_len: u64) -> Result<Option<Vec
             }
         }
         if &chunk[0..4] == b"data" {
+            // The RIFF length counts from after its own 8 bytes.
+            let riff_needed = |data_len: u64| data_start + data_len - base - 8;
             let available = total_len.saturating_sub(data_start);
             if u64::from(len) <= available {
                 // The data fits; only a RIFF length too short for it needs fixing.
-                let needed = data_start + u64::from(len) - 8;
+                let needed = riff_needed(u64::from(len));
                 return Ok(if u64::from(riff_len) < needed && needed <= u64::from(u32::MAX) {
-                    Some(vec![(4, (needed as u32).to_le_bytes())])
+                    Some(vec![(base + 4, (needed as u32).to_le_bytes())])
                 } else {
                     None
                 });
             }
             let new_len = available.min(u64::from(u32::MAX)) as u32;
             let mut patches = vec![(pos + 4, new_len.to_le_bytes())];
-            let needed = data_start + u64::from(new_len) - 8;
+            let needed = riff_needed(u64::from(new_len));
             if u64::from(riff_len) < needed || riff_len == u32::MAX {
-                patches.push((4, (needed.min(u64::from(u32::MAX)) as u32).to_le_bytes()));
+                patches.push((base + 4, (needed.min(u64::from(u32::MAX)) as u32).to_le_bytes()));
             }
             return Ok(Some(patches));
         }
