@@ -221,7 +221,16 @@ fn notes_error(message: impl Into<String>) -> Error {
 }
 
 /// Sorts notes by (onset, pitch, offset, velocity), the order every reader returns.
+///
+/// A time of −0 (a text "-0") becomes +0 first: the sort's total order puts
+/// −0 before +0, while they are the same time (found by `cargo fuzz`: a note
+/// at −0 with a higher pitch sorted before one at +0).
 pub fn sort_notes(notes: &mut [Note]) {
+    for n in notes.iter_mut() {
+        // x + 0.0 is x, except that −0 + 0 = +0.
+        n.onset += 0.0;
+        n.offset += 0.0;
+    }
     notes.sort_by(|a, b| {
         a.onset
             .total_cmp(&b.onset)
@@ -1003,6 +1012,13 @@ mod tests {
     fn default_tempo_and_format_0() {
         let t = mtrk(&[(0, &[0x90, 69, 100]), (480, &[0x80, 69, 64])]);
         assert_eq!(parse_midi(&smf(0, 480, &[t])).unwrap(), vec![note(0.0, 0.5, 69, 100)]);
+    }
+
+    #[test]
+    fn negative_zero_is_time_zero() {
+        let notes = parse_csv("-0,0.5,61,100\n0,1,60,100\n").unwrap();
+        assert_eq!((notes[0].pitch, notes[1].pitch), (60, 61));
+        assert!(notes.iter().all(|n| n.onset.is_sign_positive()));
     }
 
     #[test]
