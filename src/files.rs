@@ -15,11 +15,16 @@ static PENDING: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 /// otherwise leave them behind: a temporary file is removed on drop, and
 /// exiting drops nothing). Finished outputs are untouched, and an output
 /// whose rename is under way is either whole or not there.
+///
+/// The process must end right after: the list stays locked, so that no
+/// thread still at work (a batch writes several outputs at once) can make a
+/// temporary file after the sweep; such a thread waits until the exit.
 pub fn remove_pending_temporary_files() {
     let pending = PENDING.lock().unwrap_or_else(|e| e.into_inner());
     for path in pending.iter() {
         let _ = std::fs::remove_file(path);
     }
+    std::mem::forget(pending);
 }
 
 /// The folder an output file goes into (`.` for a bare file name).
@@ -36,6 +41,8 @@ fn output_folder(path: &Path) -> &Path {
 pub fn check_output_folder(path: &Path) -> Result<()> {
     let dir = output_folder(path);
     check_folder(path, dir)?;
+    // Made and removed under the lock, so an interrupt cannot leave it.
+    let _pending = PENDING.lock().unwrap_or_else(|e| e.into_inner());
     temporary_file(path, dir).map(drop)
 }
 
@@ -73,9 +80,15 @@ fn temporary_file(path: &Path, dir: &Path) -> Result<tempfile::NamedTempFile> {
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = output_folder(path);
     check_folder(path, dir)?;
-    let mut tmp = temporary_file(path, dir)?;
-    let tmp_path = tmp.path().to_path_buf();
-    PENDING.lock().unwrap_or_else(|e| e.into_inner()).push(tmp_path.clone());
+    // Made and listed under the lock: the interrupt handler's sweep sees
+    // every temporary file that exists.
+    let (mut tmp, tmp_path) = {
+        let mut pending = PENDING.lock().unwrap_or_else(|e| e.into_inner());
+        let tmp = temporary_file(path, dir)?;
+        let tmp_path = tmp.path().to_path_buf();
+        pending.push(tmp_path.clone());
+        (tmp, tmp_path)
+    };
     let result = (|| {
         tmp.write_all(bytes).map_err(|e| Error::io(path, e))?;
         tmp.as_file().sync_all().map_err(|e| Error::io(path, e))?;
