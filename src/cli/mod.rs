@@ -56,9 +56,18 @@ note, struck once. With --soundfont, each pitch of --pitches is rendered alone f
         after_help = "Examples:\n  sscnmf transcribe examples/bach-prelude-c.flac                 # the built-in piano\n  \
 sscnmf transcribe song.flac --templates piano.templates\n  \
 sscnmf transcribe a.wav b.wav -o out/ --templates piano.templates --format csv --format txt\n  \
-sscnmf transcribe long.mp3 --templates piano.templates --offset 60 --duration 30 --threshold 0.08\n\n\
-Without -o, each output goes beside its input (song.flac -> song.mid). Existing files are not replaced \
-unless --overwrite is given."
+sscnmf transcribe long.mp3 --templates piano.templates --offset 60 --duration 30 --threshold 0.08\n  \
+sscnmf transcribe song.flac --sonify                # also song.sonified.wav, to hear it\n  \
+sscnmf transcribe song.flac --sonify --soundfont FluidR3_GM.sf2 --program 0\n  \
+sscnmf transcribe 'songs/*.flac' -o out/ --jobs 2   # a glob, 2 files at a time\n  \
+sscnmf transcribe songs/ -o out/ --json -q > results.jsonl\n\n\
+Without -o, each output goes beside its input (song.flac -> song.mid; with --sonify, song.sonified.wav, which \
+starts at --offset and lasts as long as the audio transcribed or until the last release has faded). Existing files are not replaced unless \
+--overwrite is given.\n\n\
+Several files (folders, globs) are transcribed --jobs at a time (default: one per core, each file on one \
+thread; the outputs are the same whatever --jobs). A file that fails is reported and the others go on; the \
+batch ends with a summary (files done, failed with the reason, audio time, wall time, speed) and exit code \
+2 if any failed. --json prints one line per file (in input order), then {\"summary\": {...}}. Ctrl-C stops at once: finished outputs are whole, unfinished ones are not written."
     )]
     Transcribe(TranscribeArgs),
     /// Score a transcription against a reference, as mir_eval.transcription does.

@@ -16,7 +16,7 @@ pub(super) struct SoundArgs {
     /// SoundFont program of the preset to play (with --soundfont; 0 = GM grand piano).
     #[arg(long, default_value_t = 0, requires = "soundfont")]
     pub program: u8,
-    /// Sample rate of the WAV file (Hz).
+    /// Sample rate of the rendered WAV file (Hz).
     #[arg(long, default_value_t = 44_100, value_parser = clap::value_parser!(u32).range(8000..=192_000))]
     pub sample_rate: u32,
 }
