@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
+use common::dft_magnitude;
 use sscnmf::notes::{read_notes, Note};
 
 mod common;
@@ -13,6 +14,56 @@ mod common;
 /// Four notes, the first at 0.5 s, the last ending at 2.4 s.
 const NOTES_CSV: &str = "start_time_s,end_time_s,pitch_midi,velocity\n\
 0.5,0.9,60,90\n1.0,1.4,64,70\n1.5,1.9,67,110\n2.0,2.4,72,90\n";
+
+fn note_at(onset: f64, offset: f64, pitch: u8, velocity: u8) -> Note {
+    Note { onset, offset, pitch, velocity }
+}
+
+// The additive piano's model (module `synth`), measured on its output.
+
+#[test]
+fn partials_are_stretched_and_higher_ones_decay_faster() {
+    let p = sscnmf::synth::AdditivePiano::default();
+    let f = p.partial_frequencies(60);
+    let f0 = 440.0 * 2f64.powf(-9.0 / 12.0);
+    // B = 1e-4 at middle C: f₁ = f₀·√(1 + B).
+    assert!((f[0] / (f0 * 1.0001f64.sqrt()) - 1.0).abs() < 1e-12, "{}", f[0]);
+    for n in 2..=16 {
+        assert!(f[n - 1] > n as f64 * f0 * 1.0001, "partial {n} is not stretched: {}", f[n - 1]);
+    }
+    // Treble strings are stiffer.
+    let ratio = |pitch| p.partial_frequencies(pitch)[7] / (8.0 * p.partial_frequencies(pitch)[0]);
+    assert!(ratio(96) > ratio(48));
+    // In the rendering: the 4th partial's share falls over time.
+    let rate = 22_050.0;
+    let x = p.render(&[note_at(0.0, 3.0, 60, 100)], 22_050, 3.0).unwrap();
+    let s = |t: f64| (t * rate) as usize;
+    let (early, late) = (&x[s(0.1)..s(0.6)], &x[s(2.0)..s(2.5)]);
+    let share = |seg: &[f32]| dft_magnitude(seg, rate, f[3]) / dft_magnitude(seg, rate, f[0]);
+    assert!(share(late) < 0.5 * share(early), "{} vs {}", share(late), share(early));
+    assert!(rms(late) < rms(early));
+}
+
+#[test]
+fn silent_before_and_after_louder_with_velocity() {
+    let p = sscnmf::synth::AdditivePiano::default();
+    let rate = 16_000;
+    let s = |t: f64| (t * rate as f64).round() as usize;
+    let x = p.render(&[note_at(0.5, 1.0, 69, 64), note_at(1.5, 2.0, 69, 127)], rate, 3.0).unwrap();
+    assert_eq!(x.len(), s(3.0));
+    assert!(x[..s(0.5)].iter().all(|&v| v == 0.0));
+    assert!(x[s(1.0) + s(p.release)..s(1.5)].iter().all(|&v| v == 0.0));
+    assert!(x[s(2.0) + s(p.release)..].iter().all(|&v| v == 0.0));
+    let (soft, loud) = (rms(&x[s(0.5)..s(1.0)]), rms(&x[s(1.5)..s(2.0)]));
+    let expected = (127.0f64 / 64.0).powi(2);
+    assert!((loud / soft / expected - 1.0).abs() < 0.01, "{loud} / {soft}");
+    // The peak of the released note falls 80 dB over the release.
+    let tail = &x[s(1.0) + s(p.release) - 40..s(1.0) + s(p.release)];
+    assert!(tail.iter().all(|v| v.abs() < 1e-3 * soft as f32));
+    // The fundamental is where it should be.
+    let seg = &x[s(1.55)..s(1.95)];
+    assert!(dft_magnitude(seg, rate as f64, 440.0) > 10.0 * dft_magnitude(seg, rate as f64, 466.2));
+}
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
@@ -99,14 +150,6 @@ fn render_with_a_soundfont() {
     assert!(!other.exists());
 }
 
-/// Exit code 2, one line naming `needle`, nothing written.
-fn assert_refused(o: &Output, needle: &str) {
-    let err = stderr(o);
-    assert_eq!(o.status.code(), Some(2), "{err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
-    assert!(err.starts_with("error: ") && err.contains(needle), "`{needle}` not in: {err}");
-}
-
 #[test]
 fn render_refuses_outputs_it_cannot_or_should_not_write() {
     let dir = tempfile::tempdir().unwrap();
@@ -114,22 +157,28 @@ fn render_refuses_outputs_it_cannot_or_should_not_write() {
     let notes = notes_file(d);
     let n = notes.to_str().unwrap();
     let missing = d.join("no/such/folder/out.wav");
-    assert_refused(&common::sscnmf(&["render", n, "-o", missing.to_str().unwrap()]), "folder does not exist");
-    assert_refused(&common::sscnmf(&["render", n, "-o", d.join("out.mid").to_str().unwrap()]), "name it *.wav");
+    common::assert_input_error(
+        &common::sscnmf(&["render", n, "-o", missing.to_str().unwrap()]),
+        "folder does not exist",
+    );
+    common::assert_input_error(
+        &common::sscnmf(&["render", n, "-o", d.join("out.mid").to_str().unwrap()]),
+        "name it *.wav",
+    );
     let existing = d.join("existing.wav");
     std::fs::write(&existing, b"keep me").unwrap();
-    assert_refused(&common::sscnmf(&["render", n, "-o", existing.to_str().unwrap()]), "already exists");
+    common::assert_input_error(&common::sscnmf(&["render", n, "-o", existing.to_str().unwrap()]), "already exists");
     assert_eq!(std::fs::read(&existing).unwrap(), b"keep me");
     assert!(common::sscnmf(&["render", n, "-o", existing.to_str().unwrap(), "--overwrite", "-q"]).status.success());
     let empty = d.join("empty.csv");
     std::fs::write(&empty, "start_time_s,end_time_s,pitch_midi,velocity\n").unwrap();
-    assert_refused(
+    common::assert_input_error(
         &common::sscnmf(&["render", empty.to_str().unwrap(), "-o", d.join("e.wav").to_str().unwrap()]),
         "no notes",
     );
     let bad = d.join("bad.csv");
     std::fs::write(&bad, "start_time_s,end_time_s,pitch_midi\n1.0,0.5,60\n").unwrap();
-    assert_refused(
+    common::assert_input_error(
         &common::sscnmf(&["render", bad.to_str().unwrap(), "-o", d.join("b.wav").to_str().unwrap()]),
         "bad.csv",
     );
@@ -141,7 +190,10 @@ fn render_refuses_outputs_it_cannot_or_should_not_write() {
         std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o555)).unwrap();
         // root may write anywhere: only check when the folder is really read-only.
         if std::fs::write(ro.join("probe"), b"").is_err() {
-            assert_refused(&common::sscnmf(&["render", n, "-o", ro.join("out.wav").to_str().unwrap()]), "out.wav");
+            common::assert_input_error(
+                &common::sscnmf(&["render", n, "-o", ro.join("out.wav").to_str().unwrap()]),
+                "out.wav",
+            );
             assert_eq!(std::fs::read_dir(&ro).unwrap().count(), 0);
         }
     }
@@ -211,19 +263,19 @@ fn transcribe_sonify_writes_the_transcription_as_audio() {
     // sonified file is not replaced, and nothing else is written then.
     std::fs::remove_file(d.join("tone.mid")).unwrap();
     let o = common::sscnmf(&["transcribe", a, "--templates", t, "--sonify", "-q"]);
-    assert_refused(&o, "tone.sonified.wav: already exists");
+    common::assert_input_error(&o, "tone.sonified.wav: already exists");
     assert!(!d.join("tone.mid").exists());
     // With -o and a SoundFont; --soundfont alone is refused.
     let sf2 = d.join("tiny.sf2");
     std::fs::write(&sf2, common::tiny_soundfont()).unwrap();
     let out = d.join("out.mid");
     let args = ["transcribe", a, "--templates", t, "-o", out.to_str().unwrap(), "--soundfont", sf2.to_str().unwrap()];
-    assert_refused(&common::sscnmf(&args), "add --sonify");
+    common::assert_input_error(&common::sscnmf(&args), "add --sonify");
     let o = common::sscnmf(&[&args[..], &["--sonify", "-q", "--sample-rate", "22050"]].concat());
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(read_wav(&d.join("out.sonified.wav")).0, 22_050);
     // An output folder that does not exist: refused before any work.
     let missing = d.join("missing/out.mid");
     let o = common::sscnmf(&["transcribe", a, "--templates", t, "-o", missing.to_str().unwrap(), "--sonify"]);
-    assert_refused(&o, "folder does not exist");
+    common::assert_input_error(&o, "folder does not exist");
 }
