@@ -1,7 +1,8 @@
 //! Writing output files safely: never a partial file, never a silent
 //! overwrite of an input.
 
-use std::io::Write;
+use std::fs::File;
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -78,11 +79,19 @@ fn temporary_file(path: &Path, dir: &Path) -> Result<tempfile::NamedTempFile> {
 /// untouched and the temporary file is removed, so a reader never sees a
 /// half-written file and an interrupted run leaves no debris.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomically_with(path, |w| w.write_all(bytes).map_err(|e| Error::io(path, e)))
+}
+
+/// [`write_atomically`] for an output made piece by piece (too large to
+/// hold in memory): `write` writes it into the temporary file through a
+/// buffer (which also seeks, for formats whose header is patched at the
+/// end); an error from `write` leaves `path` untouched.
+pub fn write_atomically_with(path: &Path, write: impl FnOnce(&mut BufWriter<&File>) -> Result<()>) -> Result<()> {
     let dir = output_folder(path);
     check_folder(path, dir)?;
     // Made and listed under the lock: the interrupt handler's sweep sees
     // every temporary file that exists.
-    let (mut tmp, tmp_path) = {
+    let (tmp, tmp_path) = {
         let mut pending = PENDING.lock().unwrap_or_else(|e| e.into_inner());
         let tmp = temporary_file(path, dir)?;
         let tmp_path = tmp.path().to_path_buf();
@@ -90,7 +99,10 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
         (tmp, tmp_path)
     };
     let result = (|| {
-        tmp.write_all(bytes).map_err(|e| Error::io(path, e))?;
+        let mut w = BufWriter::new(tmp.as_file());
+        write(&mut w)?;
+        w.flush().map_err(|e| Error::io(path, e))?;
+        drop(w);
         tmp.as_file().sync_all().map_err(|e| Error::io(path, e))?;
         tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
         Ok(())

@@ -2,7 +2,8 @@
 //! to: a small additive piano ([`AdditivePiano`]) that needs nothing but
 //! this crate, or a SoundFont through rustysynth
 //! ([`LoadedSoundFont::render`]), both behind [`Renderer`]; and a mono
-//! 16-bit WAV writer ([`write_wav`]).
+//! 16-bit WAV writer ([`write_wav`], [`write_rendering`]) that streams, so
+//! memory stays bounded however long the notes last.
 //!
 //! # The additive piano
 //!
@@ -46,7 +47,7 @@ use std::path::Path;
 use rayon::prelude::*;
 
 use crate::notes::Note;
-use crate::soundfont::{LoadedSoundFont, Preset};
+use crate::soundfont::{LoadedSoundFont, Preset, RENDER_BLOCK};
 use crate::{Error, Result};
 
 /// Samples per block of the parallel rendering.
@@ -161,6 +162,24 @@ impl AdditivePiano {
     /// Renders `notes` at `sample_rate` Hz for `duration` seconds (mono,
     /// not normalised: a lone note at velocity 127 peaks below 3.4 = Σ 1/n).
     pub fn render(&self, notes: &[Note], sample_rate: u32, duration: f64) -> Result<Vec<f32>> {
+        let mut out = Vec::new();
+        self.render_with(notes, sample_rate, duration, &mut |block| {
+            out.extend_from_slice(block);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// [`render`](Self::render), handing the samples to `sink` in order, in
+    /// blocks of at most [`RENDER_BLOCK`] samples (memory stays bounded
+    /// whatever the duration; the samples are those of `render`).
+    pub fn render_with(
+        &self,
+        notes: &[Note],
+        sample_rate: u32,
+        duration: f64,
+        sink: &mut dyn FnMut(&[f32]) -> Result<()>,
+    ) -> Result<()> {
         self.check()?;
         check_render_request(sample_rate, duration)?;
         let rate = f64::from(sample_rate);
@@ -168,48 +187,59 @@ impl AdditivePiano {
         let total = (duration * rate).round() as usize;
         let attack = (self.attack * rate).max(1.0);
         let release_rate = (1e4f64).ln() / (self.release * rate);
-        let mut out = vec![0f32; total];
-        out.par_chunks_mut(BLOCK).enumerate().for_each(|(b, block)| {
-            let first = b * BLOCK;
-            let last = first + block.len();
-            let mut acc = vec![0f64; block.len()];
-            let mut note = vec![0f64; block.len()];
-            for v in voices.iter().filter(|v| v.start < last && v.end > first) {
-                let lo = v.start.max(first);
-                let hi = v.end.min(last);
-                let part = &mut note[..hi - lo];
-                part.fill(0.0);
-                let since = (lo - v.start) as f64;
-                for p in &v.partials {
-                    // z = aₙ·exp((−σ + iω)·m) at m = lo − start, then one
-                    // rotation-and-decay per sample.
-                    let magnitude = p.amplitude * (-p.sigma * since).exp();
-                    if magnitude < 1e-7 {
-                        continue;
-                    }
-                    let phase = (p.omega * since) % (2.0 * std::f64::consts::PI);
-                    let (mut re, mut im) = (magnitude * phase.cos(), magnitude * phase.sin());
-                    let d = (-p.sigma).exp();
-                    let (c, s) = (d * p.omega.cos(), d * p.omega.sin());
-                    for x in part.iter_mut() {
-                        *x += im;
-                        (re, im) = (re * c - im * s, re * s + im * c);
-                    }
-                }
-                for (k, x) in part.iter().enumerate() {
-                    let i = lo + k;
-                    let mut e = (((i - v.start) as f64 + 1.0) / attack).min(1.0);
-                    if i >= v.off {
-                        e *= (-release_rate * (i - v.off) as f64).exp();
-                    }
-                    acc[i - first] += v.gain * e * x;
-                }
+        let mut out = vec![0f32; RENDER_BLOCK.min(total)];
+        for start in (0..total).step_by(RENDER_BLOCK) {
+            let out = &mut out[..RENDER_BLOCK.min(total - start)];
+            // The voices sounding in this stretch, in note order.
+            let end = start + out.len();
+            let sounding: Vec<&Voice> = voices.iter().filter(|v| v.start < end && v.end > start).collect();
+            out.par_chunks_mut(BLOCK)
+                .enumerate()
+                .for_each(|(b, block)| render_block(&sounding, start + b * BLOCK, block, attack, release_rate));
+            sink(out)?;
+        }
+        Ok(())
+    }
+}
+
+/// Samples `first ..` of the sum of `voices` into `block`.
+fn render_block(voices: &[&Voice], first: usize, block: &mut [f32], attack: f64, release_rate: f64) {
+    let last = first + block.len();
+    let mut acc = vec![0f64; block.len()];
+    let mut note = vec![0f64; block.len()];
+    for v in voices.iter().filter(|v| v.start < last && v.end > first) {
+        let lo = v.start.max(first);
+        let hi = v.end.min(last);
+        let part = &mut note[..hi - lo];
+        part.fill(0.0);
+        let since = (lo - v.start) as f64;
+        for p in &v.partials {
+            // z = aₙ·exp((−σ + iω)·m) at m = lo − start, then one
+            // rotation-and-decay per sample.
+            let magnitude = p.amplitude * (-p.sigma * since).exp();
+            if magnitude < 1e-7 {
+                continue;
             }
-            for (o, a) in block.iter_mut().zip(&acc) {
-                *o = *a as f32;
+            let phase = (p.omega * since) % (2.0 * std::f64::consts::PI);
+            let (mut re, mut im) = (magnitude * phase.cos(), magnitude * phase.sin());
+            let d = (-p.sigma).exp();
+            let (c, s) = (d * p.omega.cos(), d * p.omega.sin());
+            for x in part.iter_mut() {
+                *x += im;
+                (re, im) = (re * c - im * s, re * s + im * c);
             }
-        });
-        Ok(out)
+        }
+        for (k, x) in part.iter().enumerate() {
+            let i = lo + k;
+            let mut e = (((i - v.start) as f64 + 1.0) / attack).min(1.0);
+            if i >= v.off {
+                e *= (-release_rate * (i - v.off) as f64).exp();
+            }
+            acc[i - first] += v.gain * e * x;
+        }
+    }
+    for (o, a) in block.iter_mut().zip(&acc) {
+        *o = *a as f32;
     }
 }
 
@@ -269,11 +299,28 @@ impl Renderer {
     /// Renders `notes` (times in seconds) at `sample_rate` Hz for `duration`
     /// seconds, mono, not normalised.
     pub fn render(&self, notes: &[Note], sample_rate: u32, duration: f64) -> Result<Vec<f32>> {
+        let mut out = Vec::new();
+        self.render_with(notes, sample_rate, duration, &mut |block| {
+            out.extend_from_slice(block);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// [`render`](Self::render), handing the samples to `sink` in order, in
+    /// blocks of at most [`RENDER_BLOCK`] samples.
+    pub fn render_with(
+        &self,
+        notes: &[Note],
+        sample_rate: u32,
+        duration: f64,
+        sink: &mut dyn FnMut(&[f32]) -> Result<()>,
+    ) -> Result<()> {
         match self {
-            Renderer::Additive(p) => p.render(notes, sample_rate, duration),
+            Renderer::Additive(p) => p.render_with(notes, sample_rate, duration, sink),
             Renderer::SoundFont { sound_font, preset } => {
                 check_render_request(sample_rate, duration)?;
-                sound_font.render(*preset, notes, sample_rate, duration)
+                sound_font.render_with(*preset, notes, sample_rate, duration, sink)
             }
         }
     }
@@ -294,31 +341,62 @@ impl Renderer {
     }
 }
 
-/// `samples` as a mono 16-bit PCM WAV file's bytes, scaled so that the peak
-/// is [`WAV_PEAK`] (−1 dBFS: never clipped, quiet renderings made audible;
-/// silence stays silence).
-pub fn wav_bytes(samples: &[f32], sample_rate: u32) -> Result<Vec<u8>> {
-    let peak = samples.iter().fold(0f32, |m, x| m.max(x.abs()));
+/// Writes mono samples to `path` as a 16-bit PCM WAV file, atomically
+/// ([`crate::files::write_atomically_with`]), scaled so that the peak is
+/// [`WAV_PEAK`] (−1 dBFS: never clipped, quiet renderings made audible;
+/// silence stays silence). `produce` hands the samples, in order, to the
+/// sink it is given; it is called twice (for the peak, then to write), so
+/// the samples need never be all in memory.
+pub fn write_normalised_wav(
+    path: &Path,
+    sample_rate: u32,
+    produce: impl Fn(&mut dyn FnMut(&[f32]) -> Result<()>) -> Result<()>,
+) -> Result<()> {
+    let mut peak = 0f32;
+    produce(&mut |block| {
+        peak = block.iter().fold(peak, |m, x| m.max(x.abs()));
+        Ok(())
+    })?;
     if !peak.is_finite() {
         return Err(Error::internal("rendering produced a non-finite sample"));
     }
     let scale = if peak > 0.0 { WAV_PEAK / peak } else { 0.0 };
     let spec =
         hound::WavSpec { channels: 1, sample_rate, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
-    let mut bytes = std::io::Cursor::new(Vec::with_capacity(44 + 2 * samples.len()));
-    let failed = |e: hound::Error| Error::internal(format!("writing WAV to memory: {e}"));
-    let mut w = hound::WavWriter::new(&mut bytes, spec).map_err(failed)?;
-    for &x in samples {
-        w.write_sample((x * scale * 32767.0).round().clamp(-32768.0, 32767.0) as i16).map_err(failed)?;
-    }
-    w.finalize().map_err(failed)?;
-    Ok(bytes.into_inner())
+    let failed = |e: hound::Error| match e {
+        hound::Error::IoError(e) => Error::io(path, e),
+        e => Error::internal(format!("writing WAV: {e}")).with_path(path),
+    };
+    crate::files::write_atomically_with(path, |file| {
+        let mut w = hound::WavWriter::new(file, spec).map_err(failed)?;
+        produce(&mut |block| {
+            let mut samples = w.get_i16_writer(block.len() as u32);
+            for &x in block {
+                samples.write_sample((x * scale * 32767.0).round().clamp(-32768.0, 32767.0) as i16);
+            }
+            samples.flush().map_err(failed)
+        })?;
+        w.finalize().map_err(failed)
+    })
 }
 
-/// Writes [`wav_bytes`] to `path` atomically
-/// ([`crate::files::write_atomically`]).
+/// Writes `samples` with [`write_normalised_wav`].
 pub fn write_wav(path: &Path, samples: &[f32], sample_rate: u32) -> Result<()> {
-    crate::files::write_atomically(path, &wav_bytes(samples, sample_rate)?)
+    write_normalised_wav(path, sample_rate, |sink| sink(samples))
+}
+
+/// Writes `notes` played by `renderer` for `duration` seconds with
+/// [`write_normalised_wav`], rendering them twice rather than holding the
+/// samples (a 16-bit WAV of an hour at 44.1 kHz is 318 MB; its f32 samples
+/// would be 635 MB more).
+pub fn write_rendering(
+    path: &Path,
+    renderer: &Renderer,
+    notes: &[Note],
+    sample_rate: u32,
+    duration: f64,
+) -> Result<()> {
+    write_normalised_wav(path, sample_rate, |sink| renderer.render_with(notes, sample_rate, duration, sink))
 }
 
 #[cfg(test)]
@@ -363,12 +441,14 @@ mod tests {
     fn matches_the_closed_form_across_blocks() {
         let p = AdditivePiano::default();
         let rate = 8000.0;
-        let n = note(0.1, 0.9, 81, 100);
-        let total = 3 * BLOCK + 17;
-        let x = p.render(&[n], 8000, total as f64 / rate).unwrap();
+        // Notes across the parallel blocks and the sink's blocks.
+        let notes = [note(0.1, 0.9, 81, 100), note(7.9, 8.6, 69, 60)];
+        let total = RENDER_BLOCK + 3 * BLOCK + 17;
+        assert!(8.6 * rate > RENDER_BLOCK as f64 && 7.9 * rate < RENDER_BLOCK as f64);
+        let x = p.render(&notes, 8000, total as f64 / rate).unwrap();
         assert_eq!(x.len(), total);
-        let y = naive(&p, &n, rate, total);
-        let err = x.iter().zip(&y).map(|(a, b)| (*a as f64 - b).abs()).fold(0.0, f64::max);
+        let (y0, y1) = (naive(&p, &notes[0], rate, total), naive(&p, &notes[1], rate, total));
+        let err = (0..total).map(|i| (x[i] as f64 - y0[i] - y1[i]).abs()).fold(0.0, f64::max);
         assert!(err < 1e-5, "largest difference {err}");
     }
 
@@ -394,19 +474,31 @@ mod tests {
     }
 
     #[test]
-    fn wav_bytes_are_normalised_pcm() {
+    fn wav_files_are_normalised_pcm() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.wav");
         let x: Vec<f32> = (0..1000).map(|i| 3.0 * (i as f32 * 0.05).sin()).collect();
-        let bytes = wav_bytes(&x, 8000).unwrap();
-        let r = hound::WavReader::new(&bytes[..]).unwrap();
+        write_wav(&path, &x, 8000).unwrap();
+        let r = hound::WavReader::open(&path).unwrap();
         assert_eq!((r.spec().channels, r.spec().bits_per_sample, r.spec().sample_rate), (1, 16, 8000));
         let s: Vec<i16> = r.into_samples::<i16>().map(|s| s.unwrap()).collect();
         assert_eq!(s.len(), 1000);
         let peak = s.iter().map(|v| v.unsigned_abs()).max().unwrap();
         assert!((f32::from(peak) / 32767.0 - WAV_PEAK).abs() < 1e-3, "{peak}");
-        let silent = wav_bytes(&[0.0; 10], 8000).unwrap();
-        let s: Vec<i16> =
-            hound::WavReader::new(&silent[..]).unwrap().into_samples::<i16>().map(|s| s.unwrap()).collect();
+        write_wav(&path, &[0.0; 10], 8000).unwrap();
+        let s: Vec<i16> = hound::WavReader::open(&path).unwrap().into_samples::<i16>().map(|s| s.unwrap()).collect();
         assert_eq!(s, vec![0; 10]);
+        // A rendering written as it is made: the same file as its samples
+        // written at once.
+        let notes = [note(0.1, 0.5, 60, 90), note(8.0, 8.5, 72, 90)];
+        let r = Renderer::default();
+        let rendered = r.render(&notes, 8000, 9.0).unwrap();
+        assert!(rendered.len() > RENDER_BLOCK);
+        write_wav(&path, &rendered, 8000).unwrap();
+        let streamed = dir.path().join("streamed.wav");
+        write_rendering(&streamed, &r, &notes, 8000, 9.0).unwrap();
+        assert!(std::fs::read(&path).unwrap() == std::fs::read(&streamed).unwrap());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
     }
 
     #[test]

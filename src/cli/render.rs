@@ -1,6 +1,6 @@
 //! `sscnmf render`: a note list to a WAV file, to listen to it.
 
-use sscnmf::synth::{write_wav, Renderer};
+use sscnmf::synth::{write_rendering, Renderer};
 
 use super::*;
 
@@ -70,8 +70,7 @@ pub(super) fn render(a: RenderArgs) -> anyhow::Result<()> {
     }
     let renderer = a.sound.renderer()?;
     let duration = renderer.duration_of(&notes);
-    let samples = renderer.render(&notes, a.sound.sample_rate, duration)?;
-    write_wav(&a.output, &samples, a.sound.sample_rate)?;
+    write_rendering(&a.output, &renderer, &notes, a.sound.sample_rate, duration)?;
     if !a.quiet {
         eprintln!(
             "{}: {} notes, {:.1} s, played by {} -> {}",

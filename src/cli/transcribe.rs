@@ -6,7 +6,7 @@ use std::sync::mpsc;
 use std::time::Instant;
 
 use sscnmf::notes::Note;
-use sscnmf::synth::{write_wav, Renderer};
+use sscnmf::synth::{write_rendering, Renderer};
 use sscnmf::transcription::Transcription;
 
 use super::render::SoundArgs;
@@ -198,8 +198,7 @@ impl Work<'_> {
         let notes: Vec<Note> =
             t.notes.iter().map(|n| Note { onset: n.onset - start, offset: n.offset - start, ..*n }).collect();
         let duration = renderer.duration_of(&notes).max(t.audio_seconds);
-        let samples = renderer.render(&notes, self.sample_rate, duration)?;
-        write_wav(path, &samples, self.sample_rate)
+        write_rendering(path, renderer, &notes, self.sample_rate, duration)
     }
 
     /// [`run`](Self::run), with a panic (a bug) turned into this file's
