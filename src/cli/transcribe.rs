@@ -397,24 +397,33 @@ pub(super) fn transcribe(a: TranscribeArgs) -> anyhow::Result<()> {
         // number of threads, so the outputs do not depend on `--jobs`.
         let next = AtomicUsize::new(0);
         let (sender, receiver) = mpsc::channel::<(usize, Outcome)>();
-        let (todo, plans, work) = (&todo, &plans, &work);
-        let pool_error = std::thread::scope(|scope| {
-            let mut workers = Vec::new();
+        let (todo, plans, work, next) = (&todo, &plans, &work, &next);
+        let worker = move |sender: mpsc::Sender<(usize, Outcome)>| {
+            // Without a pool of its own (the system refused the threads),
+            // the file runs on the global pool: the same outputs.
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(parallelism.threads).build().ok();
+            loop {
+                let k = next.fetch_add(1, Ordering::Relaxed);
+                let Some(&i) = todo.get(k) else { return };
+                let plan = plans[i].as_ref().expect("planned");
+                let run = || work.run_caught(plan, &|_| {});
+                let outcome = match &pool {
+                    Some(pool) => pool.install(run),
+                    None => run(),
+                };
+                if sender.send((i, outcome)).is_err() {
+                    return;
+                }
+            }
+        };
+        std::thread::scope(|scope| {
+            let mut spawned = 0;
             for _ in 0..parallelism.jobs {
                 let sender = sender.clone();
-                let next = &next;
-                workers.push(scope.spawn(move || -> Result<(), rayon::ThreadPoolBuildError> {
-                    let pool = rayon::ThreadPoolBuilder::new().num_threads(parallelism.threads).build()?;
-                    loop {
-                        let k = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(&i) = todo.get(k) else { return Ok(()) };
-                        let plan = plans[i].as_ref().expect("planned");
-                        let outcome = pool.install(|| work.run_caught(plan, &|_| {}));
-                        if sender.send((i, outcome)).is_err() {
-                            return Ok(());
-                        }
-                    }
-                }));
+                spawned += usize::from(std::thread::Builder::new().spawn_scoped(scope, move || worker(sender)).is_ok());
+            }
+            if spawned == 0 {
+                worker(sender.clone());
             }
             drop(sender);
             for (i, outcome) in receiver {
@@ -422,11 +431,7 @@ pub(super) fn transcribe(a: TranscribeArgs) -> anyhow::Result<()> {
                 bar.inc(1);
                 report(&outcomes);
             }
-            workers.into_iter().find_map(|w| w.join().ok().and_then(Result::err))
         });
-        if let Some(e) = pool_error {
-            bail!("cannot start {} threads: {e}", parallelism.threads);
-        }
     }
     bar.finish_and_clear();
 
