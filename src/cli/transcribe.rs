@@ -232,6 +232,13 @@ fn reason(input: &Path, e: &Error) -> String {
     }
 }
 
+/// Prints `value` on a line of standard output; a closed pipe (`| head`)
+/// is not an error: the rest of the batch goes on.
+fn print_line(value: &serde_json::Value) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout(), "{value}");
+}
+
 /// Seconds as the summary says them: s, min or h.
 fn human_duration(seconds: f64) -> String {
     if seconds < 60.0 {
@@ -357,7 +364,7 @@ pub(super) fn transcribe(a: TranscribeArgs) -> anyhow::Result<()> {
                     }),
                     Outcome::Skipped => serde_json::json!({"input": input, "status": "skipped"}),
                 };
-                bar.suspend(|| println!("{obj}"));
+                bar.suspend(|| print_line(&obj));
             }
             match outcome {
                 Outcome::Done { notes, .. } if !a.quiet && !a.json => {
@@ -455,7 +462,7 @@ pub(super) fn transcribe(a: TranscribeArgs) -> anyhow::Result<()> {
             "audio_seconds": audio_seconds, "audio_hours": audio_seconds / 3600.0,
             "wall_seconds": wall, "speed": speed, "jobs": parallelism.jobs,
         }});
-        println!("{summary}");
+        print_line(&summary);
     }
     if several && !a.quiet {
         eprintln!(
