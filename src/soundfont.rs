@@ -113,12 +113,7 @@ impl LoadedSoundFont {
     /// and stops voices at its next 64-sample block (within 1.5 ms at
     /// 44.1 kHz).
     pub fn render(&self, preset: Preset, notes: &[Note], sample_rate: u32, duration: f64) -> Result<Vec<f32>> {
-        let mut out = Vec::new();
-        self.render_with(preset, notes, sample_rate, duration, &mut |block| {
-            out.extend_from_slice(block);
-            Ok(())
-        })?;
-        Ok(out)
+        collect_samples(|sink| self.render_with(preset, notes, sample_rate, duration, sink))
     }
 
     /// [`render`](Self::render), handing the samples to `sink` in order, in
@@ -187,6 +182,18 @@ impl LoadedSoundFont {
         }
         Ok(())
     }
+}
+
+/// The samples that `produce` hands to its sink, in one vector.
+pub(crate) fn collect_samples(
+    produce: impl FnOnce(&mut dyn FnMut(&[f32]) -> Result<()>) -> Result<()>,
+) -> Result<Vec<f32>> {
+    let mut out = Vec::new();
+    produce(&mut |block| {
+        out.extend_from_slice(block);
+        Ok(())
+    })?;
+    Ok(out)
 }
 
 /// Samples per block handed to the sink of [`LoadedSoundFont::render_with`]

@@ -47,7 +47,7 @@ use std::path::Path;
 use rayon::prelude::*;
 
 use crate::notes::Note;
-use crate::soundfont::{LoadedSoundFont, Preset, RENDER_BLOCK};
+use crate::soundfont::{collect_samples, LoadedSoundFont, Preset, RENDER_BLOCK};
 use crate::{Error, Result};
 
 /// Samples per block of the parallel rendering.
@@ -158,22 +158,31 @@ impl AdditivePiano {
             .collect();
         Voice { start, off, end, gain: v * v, partials }
     }
+}
 
-    /// Renders `notes` at `sample_rate` Hz for `duration` seconds (mono,
-    /// not normalised: a lone note at velocity 127 peaks below 3.4 = Σ 1/n).
-    pub fn render(&self, notes: &[Note], sample_rate: u32, duration: f64) -> Result<Vec<f32>> {
-        let mut out = Vec::new();
-        self.render_with(notes, sample_rate, duration, &mut |block| {
-            out.extend_from_slice(block);
-            Ok(())
-        })?;
-        Ok(out)
+/// What turns notes into sound: [`AdditivePiano`] and [`Renderer`].
+pub trait Render {
+    /// Renders `notes` (times in seconds) at `sample_rate` Hz for
+    /// `duration` seconds, mono, not normalised, handing the samples to
+    /// `sink` in order, in blocks of at most [`RENDER_BLOCK`] samples
+    /// (memory stays bounded whatever the duration).
+    fn render_with(
+        &self,
+        notes: &[Note],
+        sample_rate: u32,
+        duration: f64,
+        sink: &mut dyn FnMut(&[f32]) -> Result<()>,
+    ) -> Result<()>;
+
+    /// The samples of [`render_with`](Self::render_with) in one vector.
+    fn render(&self, notes: &[Note], sample_rate: u32, duration: f64) -> Result<Vec<f32>> {
+        collect_samples(|sink| self.render_with(notes, sample_rate, duration, sink))
     }
+}
 
-    /// [`render`](Self::render), handing the samples to `sink` in order, in
-    /// blocks of at most [`RENDER_BLOCK`] samples (memory stays bounded
-    /// whatever the duration; the samples are those of `render`).
-    pub fn render_with(
+/// Not normalised: a lone note at velocity 127 peaks below 3.4 = Σ 1/n.
+impl Render for AdditivePiano {
+    fn render_with(
         &self,
         notes: &[Note],
         sample_rate: u32,
@@ -296,35 +305,6 @@ impl Renderer {
         notes.iter().map(|n| n.offset.max(n.onset) + self.tail_seconds()).fold(0.0, f64::max)
     }
 
-    /// Renders `notes` (times in seconds) at `sample_rate` Hz for `duration`
-    /// seconds, mono, not normalised.
-    pub fn render(&self, notes: &[Note], sample_rate: u32, duration: f64) -> Result<Vec<f32>> {
-        let mut out = Vec::new();
-        self.render_with(notes, sample_rate, duration, &mut |block| {
-            out.extend_from_slice(block);
-            Ok(())
-        })?;
-        Ok(out)
-    }
-
-    /// [`render`](Self::render), handing the samples to `sink` in order, in
-    /// blocks of at most [`RENDER_BLOCK`] samples.
-    pub fn render_with(
-        &self,
-        notes: &[Note],
-        sample_rate: u32,
-        duration: f64,
-        sink: &mut dyn FnMut(&[f32]) -> Result<()>,
-    ) -> Result<()> {
-        match self {
-            Renderer::Additive(p) => p.render_with(notes, sample_rate, duration, sink),
-            Renderer::SoundFont { sound_font, preset } => {
-                check_render_request(sample_rate, duration)?;
-                sound_font.render_with(*preset, notes, sample_rate, duration, sink)
-            }
-        }
-    }
-
     /// What it is, for messages: `the built-in additive piano` or
     /// `SoundFont <file>, bank B, program P (<preset name>)`.
     pub fn describe(&self) -> String {
@@ -337,6 +317,24 @@ impl Renderer {
                 preset.program,
                 sound_font.preset_name(*preset).unwrap_or_default()
             ),
+        }
+    }
+}
+
+impl Render for Renderer {
+    fn render_with(
+        &self,
+        notes: &[Note],
+        sample_rate: u32,
+        duration: f64,
+        sink: &mut dyn FnMut(&[f32]) -> Result<()>,
+    ) -> Result<()> {
+        match self {
+            Renderer::Additive(p) => p.render_with(notes, sample_rate, duration, sink),
+            Renderer::SoundFont { sound_font, preset } => {
+                check_render_request(sample_rate, duration)?;
+                sound_font.render_with(*preset, notes, sample_rate, duration, sink)
+            }
         }
     }
 }

@@ -8,6 +8,7 @@ use std::process::Output;
 
 use common::dft_magnitude;
 use sscnmf::notes::{read_notes, Note};
+use sscnmf::synth::Render;
 
 mod common;
 
