@@ -8,7 +8,8 @@
 //!
 //! [`audio`] → [`spectrogram`] → [`factorization`] → [`templates`] →
 //! [`attack_decay`] (a baseline's model) → [`transcription`] (activations → notes) → [`notes`] (MIDI, CSV, MAPS txt) →
-//! [`evaluation`] → [`experiments`].
+//! [`evaluation`] → [`experiments`]; [`synth`] turns notes back into sound
+//! (the additive piano, or a SoundFont through [`soundfont`]).
 
 // Numerical loops read like the formulas they implement (W[f,i,q], H[q,t−i]);
 // index loops are clearer there than iterator chains.
@@ -25,6 +26,7 @@ pub mod fuzzing;
 pub mod notes;
 pub mod soundfont;
 pub mod spectrogram;
+pub mod synth;
 pub mod templates;
 pub mod transcription;
 

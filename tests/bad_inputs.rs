@@ -999,8 +999,15 @@ fn an_interrupted_batch_leaves_whole_outputs_and_a_rerun_continues() {
     args[1] = arg(&songs);
     let mut child =
         Command::new(env!("CARGO_BIN_EXE_sscnmf")).args(&args).stderr(std::process::Stdio::piped()).spawn().unwrap();
-    // Wait for the first output, then interrupt.
-    while std::fs::read_dir(&out).unwrap().count() == 0 {
+    // Wait for the first output (not a temporary file being written: it
+    // can be seen while it is flushed to disk), then interrupt.
+    let finished = |out: &Path| {
+        std::fs::read_dir(out)
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "mid"))
+            .count()
+    };
+    while finished(&out) == 0 {
         assert!(child.try_wait().unwrap().is_none(), "the batch ended before any output");
         std::thread::sleep(std::time::Duration::from_millis(5));
     }

@@ -30,7 +30,8 @@ the method of Wu, Marmoret & Cohen, \"Semi-Supervised Convolutive NMF for Automa
     after_help = "Examples:\n  sscnmf transcribe examples/bach-prelude-c.flac\n  \
 sscnmf learn data/FluidR3/ISOL/NO -o fluid.templates\n  \
 sscnmf transcribe song.flac --templates fluid.templates -o song.mid --format csv\n  \
-sscnmf evaluate song.txt song.mid\n\nExit codes: 0 success, 2 bad usage or input (the message names the file), \
+sscnmf evaluate song.txt song.mid\n  \
+sscnmf render song.mid -o song.wav\n\nExit codes: 0 success, 2 bad usage or input (the message names the file), \
 1 internal error, 130 interrupted (Ctrl-C)."
 )]
 struct Cli {
@@ -55,9 +56,18 @@ note, struck once. With --soundfont, each pitch of --pitches is rendered alone f
         after_help = "Examples:\n  sscnmf transcribe examples/bach-prelude-c.flac                 # the built-in piano\n  \
 sscnmf transcribe song.flac --templates piano.templates\n  \
 sscnmf transcribe a.wav b.wav -o out/ --templates piano.templates --format csv --format txt\n  \
-sscnmf transcribe long.mp3 --templates piano.templates --offset 60 --duration 30 --threshold 0.08\n\n\
-Without -o, each output goes beside its input (song.flac -> song.mid). Existing files are not replaced \
-unless --overwrite is given."
+sscnmf transcribe long.mp3 --templates piano.templates --offset 60 --duration 30 --threshold 0.08\n  \
+sscnmf transcribe song.flac --sonify                # also song.sonified.wav, to hear it\n  \
+sscnmf transcribe song.flac --sonify --soundfont FluidR3_GM.sf2 --program 0\n  \
+sscnmf transcribe 'songs/*.flac' -o out/ --jobs 2   # a glob, 2 files at a time\n  \
+sscnmf transcribe songs/ -o out/ --json -q > results.jsonl\n\n\
+Without -o, each output goes beside its input (song.flac -> song.mid; with --sonify, song.sonified.wav, which \
+starts at --offset and lasts as long as the audio transcribed or until the last release has faded). Existing files are not replaced unless \
+--overwrite is given.\n\n\
+Several files (folders, globs) are transcribed --jobs at a time (default: one per core, each file on one \
+thread; the outputs are the same whatever --jobs). A file that fails is reported and the others go on; the \
+batch ends with a summary (files done, failed with the reason, audio time, wall time, speed) and exit code \
+2 if any failed. --json prints one line per file (in input order), then {\"summary\": {...}}. Ctrl-C stops at once: finished outputs are whole, unfinished ones are not written."
     )]
     Transcribe(TranscribeArgs),
     /// Score a transcription against a reference, as mir_eval.transcription does.
@@ -84,6 +94,19 @@ songs.csv to --out, and caches templates, attack/decay models and activations in
 an interruption, reuses them. A song that fails is listed in the report and the run goes on (exit code 2 at the \
 end).")]
     Experiment(ExperimentArgs),
+    /// Play a note list (MIDI, CSV, MAPS txt, JSON) into a WAV file, to listen to it.
+    #[command(
+        after_help = "Examples:\n  sscnmf render song.mid -o song.wav                       # the built-in additive piano\n  \
+sscnmf render song.csv -o song.wav --soundfont /usr/share/sounds/sf2/FluidR3_GM.sf2 --program 0\n  \
+sscnmf render MAPS_MUS-bach_ENSTDkCl.txt -o reference.wav --sample-rate 22050\n\n\
+Without --soundfont the notes are played by a small additive piano built into the binary (up to 16 \
+slightly stretched partials, each decaying exponentially, the higher ones faster; velocity sets the level; \
+no pedal): it always works and is meant for hearing which notes a transcription holds, not for beauty. With \
+--soundfont, rustysynth plays the preset (--bank, --program; reverb and chorus off). The file is mono \
+16-bit PCM, scaled to peak at -1 dBFS, and lasts until the last release has faded (0.25 s after the last \
+note off with the built-in piano, 1 s with a SoundFont)."
+    )]
+    Render(RenderArgs),
     /// Time each stage of a transcription, fast path against the exact (f64) reference.
     #[command(after_help = "Example:\n  sscnmf bench song.flac --templates piano.templates --duration 30\n\n\
 Prints the wall time of decoding, STFT, initialisation, iterations and note reading, the iterations per \
@@ -96,11 +119,13 @@ mod bench;
 mod evaluate;
 mod experiment;
 mod learn;
+mod render;
 mod transcribe;
 use bench::{bench, BenchArgs};
 use evaluate::{evaluate_cmd, EvaluateArgs};
 use experiment::{experiment, ExperimentArgs};
 use learn::{learn, LearnArgs};
+use render::{render, RenderArgs};
 use transcribe::{transcribe, TranscribeArgs};
 
 /// The last panic's message and location, kept by the panic hook.
@@ -145,6 +170,7 @@ pub fn main() -> i32 {
         Command::Transcribe(a) => transcribe(a),
         Command::Evaluate(a) => evaluate_cmd(a),
         Command::Experiment(a) => experiment(a),
+        Command::Render(a) => render(a),
         Command::Bench(a) => bench(a),
     });
     let Ok(result) = result else {
