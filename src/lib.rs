@@ -8,7 +8,7 @@
 //!
 //! [`audio`] → [`spectrogram`] → [`factorization`] → [`templates`] →
 //! [`attack_decay`] (a baseline's model) → [`transcription`] (activations → notes) → [`notes`] (MIDI, CSV, MAPS txt) →
-//! [`evaluation`] → [`experiments`].
+//! [`evaluation`] → [`experiments`], and [`plot`] (pictures of any stage's results).
 
 // Numerical loops read like the formulas they implement (W[f,i,q], H[q,t−i]);
 // index loops are clearer there than iterator chains.
@@ -23,6 +23,7 @@ pub mod factorization;
 pub mod files;
 pub mod fuzzing;
 pub mod notes;
+pub mod plot;
 pub mod soundfont;
 pub mod spectrogram;
 pub mod templates;

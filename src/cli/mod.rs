@@ -90,17 +90,27 @@ Prints the wall time of decoding, STFT, initialisation, iterations and note read
 second, the effective GFLOP/s of the products, the peak memory, the speed-up over the exact path and \
 whether both paths give the same notes.")]
     Bench(BenchArgs),
+    /// Pictures (PNG or SVG): spectrogram, templates, activations, piano roll against a reference.
+    #[command(after_help = "Examples:\n  \
+sscnmf plot spectrogram examples/bach-prelude-c.flac -o spectrogram.png --duration 8\n  \
+sscnmf plot templates --notes 36,60,84 -o templates.png\n  \
+sscnmf plot activations examples/bach-prelude-c.flac -o activations.png --duration 8\n  \
+sscnmf plot roll examples/bach-prelude-c.flac --reference examples/bach-prelude-c.reference.mid -o roll.png\n\n\
+The format follows the output's extension (.png or .svg). See `sscnmf plot <KIND> --help`.")]
+    Plot(PlotArgs),
 }
 
 mod bench;
 mod evaluate;
 mod experiment;
 mod learn;
+mod plot;
 mod transcribe;
 use bench::{bench, BenchArgs};
 use evaluate::{evaluate_cmd, EvaluateArgs};
 use experiment::{experiment, ExperimentArgs};
 use learn::{learn, LearnArgs};
+use plot::{plot, PlotArgs};
 use transcribe::{transcribe, TranscribeArgs};
 
 /// The last panic's message and location, kept by the panic hook.
@@ -146,6 +156,7 @@ pub fn main() -> i32 {
         Command::Evaluate(a) => evaluate_cmd(a),
         Command::Experiment(a) => experiment(a),
         Command::Bench(a) => bench(a),
+        Command::Plot(a) => plot(a),
     });
     let Ok(result) = result else {
         let message = PANIC_MESSAGE.lock().unwrap_or_else(|e| e.into_inner()).take().unwrap_or_default();
