@@ -1144,8 +1144,13 @@ impl Figure for PianoRollFigure {
 pub struct DecompositionFigure {
     /// W: column `q·τ + i` is slice `i` of component `q`; x = component.
     pub w_image: TfImage,
-    /// H, one row per component, each scaled to its maximum.
+    /// H, one row per component, each scaled to its maximum over the
+    /// frames whose whole template lies in the excerpt (with τ > 1 the
+    /// last τ − 1 frames' activations, which model only the first slices,
+    /// can spike; they are clipped at 1).
     pub activations: Vec<Vec<f64>>,
+    /// τ, for the caption.
+    pub tau: usize,
     /// Component labels (estimated pitch).
     pub labels: Vec<String>,
     /// Seconds between frames and the time of frame 0.
@@ -1176,11 +1181,13 @@ impl DecompositionFigure {
         }
         let w_image =
             TfImage { values, n_bins: t.n_bins, n_cols: r * t.tau, bin_hz, x_start: 0.5, x_step: 1.0 / t.tau as f64 };
+        let n = d.activations.cols;
+        let whole = (n + 1).saturating_sub(t.tau).max(1);
         let activations = (0..r)
             .map(|q| {
-                let row: Vec<f64> = (0..d.activations.cols).map(|c| d.activations.get(q, c)).collect();
-                let m = row.iter().copied().fold(0.0, f64::max);
-                row.into_iter().map(|x| if m > 0.0 { x / m } else { 0.0 }).collect()
+                let row: Vec<f64> = (0..n).map(|c| d.activations.get(q, c)).collect();
+                let m = row[..whole.min(n)].iter().copied().fold(0.0, f64::max);
+                row.into_iter().map(|x| if m > 0.0 { (x / m).min(1.0) } else { 0.0 }).collect()
             })
             .collect();
         let labels = (0..r)
@@ -1192,6 +1199,7 @@ impl DecompositionFigure {
         DecompositionFigure {
             w_image,
             activations,
+            tau: t.tau,
             labels,
             hop_seconds,
             start_seconds,
@@ -1234,7 +1242,14 @@ impl Figure for DecompositionFigure {
         let time = |t: usize| self.start_seconds + t as f64 * self.hop_seconds;
         let mut chart = ChartBuilder::on(&right)
             .margin(8)
-            .caption("activations H (each scaled to its maximum)", font(16))
+            .caption(
+                if self.tau > 1 {
+                    format!("activations H (each scaled to its maximum before the last {} frames)", self.tau - 1)
+                } else {
+                    "activations H (each scaled to its maximum)".to_string()
+                },
+                font(16),
+            )
             .x_label_area_size(42)
             .y_label_area_size(60)
             .build_cartesian_2d(self.start_seconds..time(n), 0.5..r as f64 + 0.5)?;

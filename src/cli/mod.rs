@@ -30,7 +30,9 @@ the method of Wu, Marmoret & Cohen, \"Semi-Supervised Convolutive NMF for Automa
     after_help = "Examples:\n  sscnmf transcribe examples/bach-prelude-c.flac\n  \
 sscnmf learn data/FluidR3/ISOL/NO -o fluid.templates\n  \
 sscnmf transcribe song.flac --templates fluid.templates -o song.mid --format csv\n  \
-sscnmf evaluate song.txt song.mid\n\nExit codes: 0 success, 2 bad usage or input (the message names the file), \
+sscnmf evaluate song.txt song.mid\n  \
+sscnmf plot roll song.flac --reference song.mid -o roll.png\n  \
+sscnmf decompose song.flac --model nmf --rank 7 --end 6 --plot nmf.png\n\nExit codes: 0 success, 2 bad usage or input (the message names the file), \
 1 internal error, 130 interrupted (Ctrl-C)."
 )]
 struct Cli {
@@ -98,15 +100,32 @@ sscnmf plot activations examples/bach-prelude-c.flac -o activations.png --durati
 sscnmf plot roll examples/bach-prelude-c.flac --reference examples/bach-prelude-c.reference.mid -o roll.png\n\n\
 The format follows the output's extension (.png or .svg). See `sscnmf plot <KIND> --help`.")]
     Plot(PlotArgs),
+    /// Blind NMF or CNMF of an excerpt, or its best rank-one approximations (the tutorial's analyses).
+    #[command(after_help = "Examples:\n  \
+sscnmf decompose examples/bach-prelude-c.flac --model nmf --rank 7 --end 2.1 --plot nmf.png\n  \
+sscnmf decompose song.wav --model cnmf --rank 4 --tau 10 --start 6 --end 8 -o factors.safetensors\n  \
+sscnmf decompose MAPS_ISOL_NO_M_S0_M69_ENSTDkAm.wav --model rank-one --end 4 --plot a4.png\n\n\
+The magnitude spectrogram (the paper's STFT) of the excerpt --start..--end is factorised from scratch, with no \
+templates: nmf is M = WH with the KL divergence and Lee & Seung's multiplicative updates; cnmf gives each \
+component a template of --tau frames (Smaragdis). The start is seeded-random (--seed), so runs repeat. Components \
+are sorted by the fundamental estimated from their spectra; the table gives each one's f0, pitch and share of the \
+model, and the KL divergence and relative Frobenius error of the fit. rank-one gives, for a single note, the best \
+rank-one approximations: in KL the closed form (M1)(1'M)/(1'M1), in Frobenius the SVD's leading triplet.\n\n\
+-o writes safetensors with F64 tensors: W [rank, tau, bins] (each template of unit sum), H [rank, frames], \
+fundamental_hz [rank] (NaN when none), loss_history; for rank-one w_kl, h_kl, w_frobenius, h_frobenius. \
+The metadata holds the STFT and the parameters.")]
+    Decompose(DecomposeArgs),
 }
 
 mod bench;
+mod decompose;
 mod evaluate;
 mod experiment;
 mod learn;
 mod plot;
 mod transcribe;
 use bench::{bench, BenchArgs};
+use decompose::{decompose, DecomposeArgs};
 use evaluate::{evaluate_cmd, EvaluateArgs};
 use experiment::{experiment, ExperimentArgs};
 use learn::{learn, LearnArgs};
@@ -157,6 +176,7 @@ pub fn main() -> i32 {
         Command::Experiment(a) => experiment(a),
         Command::Bench(a) => bench(a),
         Command::Plot(a) => plot(a),
+        Command::Decompose(a) => decompose(a),
     });
     let Ok(result) = result else {
         let message = PANIC_MESSAGE.lock().unwrap_or_else(|e| e.into_inner()).take().unwrap_or_default();

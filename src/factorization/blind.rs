@@ -105,6 +105,17 @@ impl Decomposition {
         (0..t.n_bins).map(|f| (0..t.tau).map(|i| t.get(f, i, q)).sum()).collect()
     }
 
+    /// Component `q`'s part of the model inside the excerpt,
+    /// `Σ_{f,t} Σ_i W[f,i,q] H[q,t−i]` over frames `t < N`: how much of
+    /// `M̂` it explains. (Not `Σ_t H[q,t]`: with τ > 1, activations in the
+    /// last τ − 1 frames reach past the excerpt's end.)
+    pub fn contribution(&self, q: usize) -> f64 {
+        let t = &self.templates;
+        let n = self.activations.cols;
+        let slice_sums: Vec<f64> = (0..t.tau).map(|i| t.slice(q, i).iter().sum()).collect();
+        (0..n).map(|c| self.activations.get(q, c) * slice_sums[..t.tau.min(n - c)].iter().sum::<f64>()).sum()
+    }
+
     /// The same decomposition with its components reordered: component `k`
     /// of the result is component `order[k]` of `self`.
     pub fn permuted(&self, order: &[usize]) -> Decomposition {
@@ -392,6 +403,10 @@ mod tests {
                 assert!((s - 1.0).abs() < 1e-9, "{s}");
             }
             assert!((kl_divergence(&m, &d.reconstruct()) - d.loss()).abs() <= 1e-9 * d.loss());
+            // The components' contributions add up to the model.
+            let total: f64 = (0..rank).map(|q| d.contribution(q)).sum();
+            let model: f64 = d.reconstruct().data.iter().sum();
+            assert!((total - model).abs() <= 1e-9 * model, "{total} {model}");
         }
         // On random data too, at awkward sizes.
         let m = random_matrix(33, 17, 9);
