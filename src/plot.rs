@@ -1420,7 +1420,7 @@ mod tests {
         let decoder = png::Decoder::new(std::io::Cursor::new(&bytes));
         let reader = decoder.read_info().unwrap();
         assert_eq!(reader.info().color_type, png::ColorType::Indexed);
-        let many: Vec<u8> = (0..64 * 32 * 3).map(|i| (i * 7 % 251) as u8).collect();
+        let many: Vec<u8> = (0..64 * 32 * 3u64).map(|i| (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as u8).collect();
         let bytes = encode_png(&many, 64, 32).unwrap();
         let mut reader = png::Decoder::new(std::io::Cursor::new(&bytes)).read_info().unwrap();
         assert_eq!(reader.info().color_type, png::ColorType::Rgb);

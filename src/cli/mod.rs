@@ -57,7 +57,8 @@ note, struck once. With --soundfont, each pitch of --pitches is rendered alone f
         after_help = "Examples:\n  sscnmf transcribe examples/bach-prelude-c.flac                 # the built-in piano\n  \
 sscnmf transcribe song.flac --templates piano.templates\n  \
 sscnmf transcribe a.wav b.wav -o out/ --templates piano.templates --format csv --format txt\n  \
-sscnmf transcribe long.mp3 --templates piano.templates --offset 60 --duration 30 --threshold 0.08\n\n\
+sscnmf transcribe long.mp3 --templates piano.templates --offset 60 --duration 30 --threshold 0.08\n  \
+sscnmf transcribe song.flac --plot                              # also song.png, its piano roll\n\n\
 Without -o, each output goes beside its input (song.flac -> song.mid). Existing files are not replaced \
 unless --overwrite is given."
     )]

@@ -2,6 +2,9 @@
 
 use std::collections::HashMap;
 
+use sscnmf::evaluation::MatchParams;
+use sscnmf::plot::PianoRollFigure;
+
 use super::*;
 
 #[derive(Args, Debug)]
@@ -49,6 +52,9 @@ pub(super) struct TranscribeArgs {
     /// context on each side (memory stays bounded; notes are those of an unchunked fit).
     #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
     chunk_seconds: f64,
+    /// Also draw each transcription's piano roll beside its MIDI (song.mid -> song.png).
+    #[arg(long)]
+    plot: bool,
     /// Replace output files that exist.
     #[arg(long)]
     overwrite: bool,
@@ -134,7 +140,8 @@ pub(super) fn transcribe(a: TranscribeArgs) -> anyhow::Result<()> {
                 outs.push((midi.with_extension(f.extension()), f));
             }
         }
-        for (p, _) in &outs {
+        let picture = a.plot.then(|| midi.with_extension("png"));
+        for p in outs.iter().map(|(p, _)| p).chain(&picture) {
             if let Some(other) = claimed.insert(p.clone(), input) {
                 bail!(
                     "{}: is the output of both {} and {}; transcribe them to different folders",
@@ -144,14 +151,14 @@ pub(super) fn transcribe(a: TranscribeArgs) -> anyhow::Result<()> {
                 );
             }
         }
-        if a.skip_existing && outs.iter().all(|(p, _)| p.is_file()) {
+        if a.skip_existing && outs.iter().map(|(p, _)| p).chain(&picture).all(|p| p.is_file()) {
             skipped += 1;
             continue;
         }
-        for (p, _) in &outs {
+        for p in outs.iter().map(|(p, _)| p).chain(&picture) {
             check_writable(p, a.overwrite, &inputs)?;
         }
-        plans.push((input.clone(), outs));
+        plans.push((input.clone(), outs, picture));
     }
     if skipped > 0 && !a.quiet {
         eprintln!("{skipped} of {} files skipped: their outputs exist", inputs.len());
@@ -162,7 +169,7 @@ pub(super) fn transcribe(a: TranscribeArgs) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let mut audio_seconds = 0.0;
     let mut last_error = None;
-    for (input, outs) in &plans {
+    for (input, outs, picture) in &plans {
         // One file: a spinner counting the seconds of audio done (long
         // recordings are fitted chunk by chunk).
         let spinner = (plans.len() == 1 && !a.quiet && !a.json).then(|| {
@@ -184,6 +191,11 @@ pub(super) fn transcribe(a: TranscribeArgs) -> anyhow::Result<()> {
         let result = result.and_then(|t| {
             for (path, format) in outs {
                 write_notes(path, &t.notes, *format)?;
+            }
+            if let Some(path) = picture {
+                let name = input.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                let roll = PianoRollFigure::new(&t.notes, None, &MatchParams::onset_only(), name);
+                sscnmf::plot::save(&roll, path)?;
             }
             Ok(t)
         });
