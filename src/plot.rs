@@ -524,6 +524,10 @@ fn seconds_label(x: &f64) -> String {
 pub struct SpectrogramFigure {
     /// The (pooled) spectrogram, x in seconds.
     pub image: TfImage,
+    /// Times shown, in seconds. Default: the image's. (A narrower range
+    /// hides the frames at an excerpt's cut, computed with the audio
+    /// around it.)
+    pub time: Range<f64>,
     /// Frequencies shown, in Hz. Default [`DEFAULT_FMIN`] to Nyquist.
     pub freq: Range<f64>,
     /// Dynamic range in dB. Default [`DEFAULT_RANGE_DB`].
@@ -539,6 +543,7 @@ impl SpectrogramFigure {
     pub fn new(image: TfImage, title: impl Into<String>) -> Self {
         let nyquist = image.bin_hz * (image.n_bins.max(2) - 1) as f64;
         SpectrogramFigure {
+            time: image.x_range(),
             image,
             freq: DEFAULT_FMIN..nyquist,
             range_db: DEFAULT_RANGE_DB,
@@ -559,7 +564,7 @@ impl Figure for SpectrogramFigure {
         let (w, _) = root.dim_in_pixel();
         let (main, bar) = root.split_horizontally(w as i32 - COLORBAR_WIDTH);
         let scale = DbScale { reference: self.image.max(), range_db: self.range_db };
-        let x = XAxis { range: self.image.x_range(), desc: "time (s)", format: &seconds_label, labels: 12 };
+        let x = XAxis { range: self.time.clone(), desc: "time (s)", format: &seconds_label, labels: 12 };
         draw_tf_panel(&main, &self.image, &x, &self.freq, &scale, "", true)?;
         draw_colorbar(&bar, &scale, 0)
     }

@@ -260,13 +260,23 @@ pub(super) fn plot(a: PlotArgs) -> anyhow::Result<()> {
 fn plot_spectrogram(a: SpectrogramArgs) -> anyhow::Result<()> {
     check_output(&a.out, &[&a.input])?;
     let config = StftConfig::default();
-    let audio = load_audio(&a.input, &a.excerpt.decode(), config.sample_rate)?;
+    // Decode half a window more on each side (where the file has it), so
+    // that the frames at the excerpt's edges see the music around it
+    // rather than a cut to silence; the picture shows the excerpt only.
+    let margin = config.win_length as f64 / 2.0 / config.sample_rate as f64;
+    let before = a.excerpt.offset.min(margin);
+    let mut decode = a.excerpt.decode();
+    decode.offset_seconds -= before;
+    decode.duration_seconds = a.excerpt.duration.map(|d| d + before + margin);
+    let audio = load_audio(&a.input, &decode, config.sample_rate)?;
     if audio.samples.is_empty() {
         bail!("{}: no audio in the excerpt", a.input.display());
     }
     let stft = Stft::new(config)?;
-    let image = TfImage::spectrogram(&stft, &audio.samples, a.excerpt.offset, 2400);
+    let image = TfImage::spectrogram(&stft, &audio.samples, decode.offset_seconds, 2400);
     let mut figure = SpectrogramFigure::new(image, format!("{}{}", file_name(&a.input), a.excerpt.describe()));
+    let end = decode.offset_seconds + audio.duration_seconds();
+    figure.time = a.excerpt.offset..a.excerpt.duration.map_or(end, |d| (a.excerpt.offset + d).min(end));
     let fmax = a.fmax.unwrap_or(figure.freq.end);
     if !(a.fmin > 0.0 && fmax > a.fmin && a.range_db > 0.0) {
         bail!("need 0 < --fmin < --fmax and --range-db > 0");
