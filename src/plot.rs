@@ -1077,10 +1077,10 @@ impl Figure for PianoRollFigure {
             .y_labels(((p1 - p0) as usize + 3).min(40))
             .x_label_formatter(&seconds_label)
             .y_label_formatter(&|y| {
+                // Every C, and every pitch when the range is at most two octaves.
                 let p = y.round();
-                if (y - p).abs() < 1e-6 && (0.0..=127.0).contains(&p) && (p as u8) % 12 == 0 {
-                    note_name(p as u8)
-                } else if (y - p).abs() < 1e-6 && (0.0..=127.0).contains(&p) && (p1 - p0) <= 24 {
+                let whole = (y - p).abs() < 1e-6 && (0.0..=127.0).contains(&p);
+                if whole && ((p as u8) % 12 == 0 || p1 - p0 <= 24) {
                     note_name(p as u8)
                 } else {
                     String::new()

@@ -91,7 +91,7 @@ pub(super) fn decompose(a: DecomposeArgs) -> anyhow::Result<()> {
         check_writable(p, a.overwrite, &inputs)?;
     }
     let duration = match a.end {
-        Some(end) if !(end > a.start) => bail!("--end ({end}) must be after --start ({})", a.start),
+        Some(end) if end.is_nan() || end <= a.start => bail!("--end ({end}) must be after --start ({})", a.start),
         Some(end) => Some(end - a.start),
         None => None,
     };

@@ -297,7 +297,7 @@ fn plot_templates(a: TemplatesArgs) -> anyhow::Result<()> {
     };
     let name = a.templates.as_deref().map(file_name).unwrap_or_else(|| "built-in piano".into());
     let tau = dictionary.tau();
-    if !(a.fmax > sscnmf::plot::DEFAULT_FMIN) {
+    if a.fmax.is_nan() || a.fmax <= sscnmf::plot::DEFAULT_FMIN {
         bail!("--fmax must be above {} Hz", sscnmf::plot::DEFAULT_FMIN);
     }
     match &a.notes {
