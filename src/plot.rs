@@ -26,19 +26,21 @@
 //!
 //! | figure | shows | in the paper |
 //! |---|---|---|
-//! | [`SpectrogramFigure`] | `|STFT|` in dB, log frequency | |
-//! | [`TemplateGridFigure`] | a few templates `W[:, :, q]`, F × τ each | figure 3 |
-//! | [`TemplateOverviewFigure`] | all templates' spectra side by side | |
+//! | [`TfFigure::spectrogram`] | `|STFT|` in dB, log frequency | |
+//! | [`TfFigure::templates`] | a few templates `W[:, :, q]`, F × τ each | figure 3 |
+//! | [`TfFigure::template_overview`] | all templates' spectra side by side | |
 //! | [`ActivationsFigure`] | `h` of a few pitches, `s + δ`, the onsets | figures 4-5 |
 //! | [`PianoRollFigure`] | notes: hits, misses, false notes | |
 //! | [`DecompositionFigure`] | blind W and H, ordered by pitch | the tutorial |
-//! | [`RankOneFigure`] | a note and its best rank-one approximations | the tutorial |
+//! | [`TfFigure::rank_one`] | a note and its best rank-one approximations | the tutorial |
 //!
 //! This module reads the results of the earlier stages and changes none.
 
 use std::ops::Range;
 use std::path::Path;
 
+use plotters::coord::combinators::WithKeyPoints;
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
@@ -367,17 +369,21 @@ struct XAxis<'a> {
     labels: usize,
 }
 
+/// The coordinates of a time-frequency panel: linear x, log frequency.
+type TfCoord = Cartesian2d<RangedCoordf64, WithKeyPoints<LogCoord<f64>>>;
+
 /// Draws `image` on `area` with a log-frequency axis over `freq` and the
-/// colours of `scale`; `caption` above it.
-fn draw_tf_panel<DB: DrawingBackend>(
-    area: &DrawingArea<DB, Shift>,
+/// colours of `scale`, `caption` above it; returns the chart, to draw
+/// more on it.
+fn draw_tf_panel<'a, DB: DrawingBackend>(
+    area: &'a DrawingArea<DB, Shift>,
     image: &TfImage,
     x: &XAxis<'_>,
     freq: &Range<f64>,
     scale: &DbScale,
     caption: &str,
     y_desc: bool,
-) -> DrawResult<DB> {
+) -> std::result::Result<ChartContext<'a, DB, TfCoord>, DrawingAreaErrorKind<DB::ErrorType>> {
     let mut builder = ChartBuilder::on(area);
     builder.margin(8).x_label_area_size(42).y_label_area_size(if y_desc { 62 } else { 40 });
     if !caption.is_empty() {
@@ -403,7 +409,7 @@ fn draw_tf_panel<DB: DrawingBackend>(
         mesh.y_desc("frequency (Hz)");
     }
     mesh.draw()?;
-    Ok(())
+    Ok(chart)
 }
 
 /// The RGB pixels (w × h, row 0 at the top) of `image` over `x_range` ×
@@ -519,157 +525,120 @@ fn seconds_label(x: &f64) -> String {
     }
 }
 
-/// The magnitude spectrogram in dB on a log-frequency axis.
+/// How a [`TfPanel`]'s x axis reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XUnit {
+    /// Seconds (spectrograms).
+    Seconds,
+    /// Milliseconds (a template's frames).
+    Milliseconds,
+    /// MIDI pitches, labelled at each C (a dictionary's columns).
+    Pitch,
+}
+
+/// One image of a [`TfFigure`].
 #[derive(Debug, Clone)]
-pub struct SpectrogramFigure {
-    /// The (pooled) spectrogram, x in seconds.
+pub struct TfPanel {
+    /// The caption above it (may be empty).
+    pub caption: String,
+    /// The values, x in [`unit`](Self::unit)s.
     pub image: TfImage,
-    /// Times shown, in seconds. Default: the image's. (A narrower range
-    /// hides the frames at an excerpt's cut, computed with the audio
+    /// The x range shown. Default: the image's. (A narrower range hides,
+    /// for instance, frames at an excerpt's cut computed with the audio
     /// around it.)
-    pub time: Range<f64>,
-    /// Frequencies shown, in Hz. Default [`DEFAULT_FMIN`] to Nyquist.
+    pub x_range: Range<f64>,
+    /// How the x axis reads.
+    pub unit: XUnit,
+    /// A dashed white line through these (x, Hz) points, with its legend.
+    pub guide: Option<(String, Vec<(f64, f64)>)>,
+}
+
+impl TfPanel {
+    /// A panel of `image` over its whole x range, without a guide.
+    pub fn new(caption: impl Into<String>, image: TfImage, unit: XUnit) -> Self {
+        TfPanel { caption: caption.into(), x_range: image.x_range(), image, unit, guide: None }
+    }
+}
+
+/// Time-frequency images side by side on a log-frequency axis and one dB
+/// colour scale, with a colour bar: a spectrogram
+/// ([`TfFigure::spectrogram`]), a few templates as in the paper's figure 3
+/// ([`TfFigure::templates`]), a dictionary at a glance
+/// ([`TfFigure::template_overview`]), a note beside its rank-one
+/// approximations ([`TfFigure::rank_one`]).
+#[derive(Debug, Clone)]
+pub struct TfFigure {
+    /// The panels, left to right.
+    pub panels: Vec<TfPanel>,
+    /// Frequencies shown, in Hz.
     pub freq: Range<f64>,
-    /// Dynamic range in dB. Default [`DEFAULT_RANGE_DB`].
+    /// Dynamic range in dB.
     pub range_db: f64,
-    /// The title (e.g. the file name).
+    /// The value shown as 0 dB. `None`: the largest value of all panels.
+    pub reference: Option<f64>,
+    /// The title.
     pub title: String,
-    /// Width and height in pixels. Default 1200 × 560.
+    /// Width and height in pixels.
     pub size: (u32, u32),
 }
 
-impl SpectrogramFigure {
-    /// A figure of `image` with the defaults.
-    pub fn new(image: TfImage, title: impl Into<String>) -> Self {
+impl TfFigure {
+    /// The magnitude spectrogram `image` (x in seconds) in dB on a
+    /// log-frequency axis: [`DEFAULT_FMIN`] to Nyquist, [`DEFAULT_RANGE_DB`],
+    /// 1200 × 560 pixels.
+    pub fn spectrogram(image: TfImage, title: impl Into<String>) -> Self {
         let nyquist = image.bin_hz * (image.n_bins.max(2) - 1) as f64;
-        SpectrogramFigure {
-            time: image.x_range(),
-            image,
+        TfFigure {
+            panels: vec![TfPanel::new("", image, XUnit::Seconds)],
             freq: DEFAULT_FMIN..nyquist,
             range_db: DEFAULT_RANGE_DB,
+            reference: None,
             title: title.into(),
             size: (1200, 560),
         }
     }
-}
 
-impl Figure for SpectrogramFigure {
-    fn size(&self) -> (u32, u32) {
-        self.size
-    }
-
-    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult<DB> {
-        root.fill(&WHITE)?;
-        let root = root.titled(&self.title, font(20))?;
-        let (w, _) = root.dim_in_pixel();
-        let (main, bar) = root.split_horizontally(w as i32 - COLORBAR_WIDTH);
-        let scale = DbScale { reference: self.image.max(), range_db: self.range_db };
-        let x = XAxis { range: self.time.clone(), desc: "time (s)", format: &seconds_label, labels: 12 };
-        draw_tf_panel(&main, &self.image, &x, &self.freq, &scale, "", true)?;
-        draw_colorbar(&bar, &scale, 0)
-    }
-}
-
-/// A few templates as time-frequency images side by side (the paper's
-/// figure 3), on one colour scale.
-#[derive(Debug, Clone)]
-pub struct TemplateGridFigure {
-    /// One image per template, x in milliseconds from the template's start.
-    pub templates: Vec<(u8, TfImage)>,
-    /// Frequencies shown, in Hz. Default [`DEFAULT_FMIN`] to 10 kHz.
-    pub freq: Range<f64>,
-    /// Dynamic range in dB. Default [`DEFAULT_RANGE_DB`].
-    pub range_db: f64,
-    /// The title.
-    pub title: String,
-    /// Width and height in pixels. Default 300 per template (at least
-    /// 600) × 520.
-    pub size: (u32, u32),
-}
-
-impl TemplateGridFigure {
-    /// The templates of `pitches` in `dictionary`; errors for a pitch it
-    /// does not have.
-    pub fn new(dictionary: &TemplateDictionary, pitches: &[u8], title: impl Into<String>) -> Result<Self> {
+    /// The templates of `pitches` in `dictionary`, each its F × τ image
+    /// (the paper's figure 3), up to 10 kHz, 300 pixels wide each; errors
+    /// for a pitch the dictionary does not have.
+    pub fn templates(dictionary: &TemplateDictionary, pitches: &[u8], title: impl Into<String>) -> Result<Self> {
         let t = &dictionary.templates;
         let stft = &dictionary.params.stft;
-        let hop_ms = stft.hop_seconds() * 1000.0;
-        let mut templates = Vec::new();
+        let mut panels = Vec::new();
         for &p in pitches {
             let q = dictionary.pitches.iter().position(|&x| x == p).ok_or_else(|| {
                 Error::invalid_input(format!("the dictionary has no template for pitch {p} ({})", note_name(p)))
             })?;
-            let values = t.template(q).iter().map(|&x| x as f64).collect();
             let image = TfImage {
-                values,
+                values: t.template(q).iter().map(|&x| x as f64).collect(),
                 n_bins: t.n_bins,
                 n_cols: t.tau,
                 bin_hz: stft.sample_rate as f64 / stft.n_fft as f64,
                 x_start: 0.0,
-                x_step: hop_ms,
+                x_step: stft.hop_seconds() * 1000.0,
             };
-            templates.push((p, image));
+            panels.push(TfPanel::new(format!("{} (MIDI {p})", note_name(p)), image, XUnit::Milliseconds));
         }
-        if templates.is_empty() {
+        if panels.is_empty() {
             return Err(Error::invalid_input("no templates to show"));
         }
-        let width = (300 * templates.len() as u32 + COLORBAR_WIDTH as u32).max(600);
-        Ok(TemplateGridFigure {
-            templates,
+        let width = (300 * panels.len() as u32 + COLORBAR_WIDTH as u32).max(600);
+        Ok(TfFigure {
+            panels,
             freq: DEFAULT_FMIN..10_000.0,
             range_db: DEFAULT_RANGE_DB,
+            reference: None,
             title: title.into(),
             size: (width, 520),
         })
     }
-}
 
-impl Figure for TemplateGridFigure {
-    fn size(&self) -> (u32, u32) {
-        self.size
-    }
-
-    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult<DB> {
-        root.fill(&WHITE)?;
-        let root = root.titled(&self.title, font(20))?;
-        let (w, _) = root.dim_in_pixel();
-        let (panels, bar) = root.split_horizontally(w as i32 - COLORBAR_WIDTH);
-        let reference = self.templates.iter().map(|(_, im)| im.max()).fold(0.0, f64::max);
-        let scale = DbScale { reference, range_db: self.range_db };
-        let areas = panels.split_evenly((1, self.templates.len()));
-        for (k, ((pitch, image), area)) in self.templates.iter().zip(&areas).enumerate() {
-            let x = XAxis { range: image.x_range(), desc: "time (ms)", format: &|x| format!("{x:.0}"), labels: 5 };
-            let caption = format!("{} (MIDI {pitch})", note_name(*pitch));
-            draw_tf_panel(area, image, &x, &self.freq, &scale, &caption, k == 0)?;
-        }
-        // The panels have a caption row the bar does not: align it.
-        draw_colorbar(&bar, &scale, 26)
-    }
-}
-
-/// Every template's spectrum (summed over its τ frames) as one column per
-/// pitch, with each pitch's fundamental marked: a dictionary at a glance.
-#[derive(Debug, Clone)]
-pub struct TemplateOverviewFigure {
-    /// Columns are pitches (x = MIDI pitch).
-    pub image: TfImage,
-    /// The pitches, one per column, consecutive.
-    pub pitches: Vec<u8>,
-    /// Frequencies shown, in Hz. Default [`DEFAULT_FMIN`] to 10 kHz.
-    pub freq: Range<f64>,
-    /// Dynamic range in dB. Default 60: each column is scaled to its own
-    /// maximum, so that quiet high notes are as visible as loud low ones.
-    pub range_db: f64,
-    /// The title.
-    pub title: String,
-    /// Width and height in pixels. Default 1200 × 620.
-    pub size: (u32, u32),
-}
-
-impl TemplateOverviewFigure {
-    /// The overview of `dictionary` (its pitches must be consecutive, as
-    /// `sscnmf learn` makes them; missing ones show as white columns).
-    pub fn new(dictionary: &TemplateDictionary, title: impl Into<String>) -> Result<Self> {
+    /// Every template's spectrum (summed over its τ frames) as one column
+    /// per pitch, each scaled to its own maximum so that quiet high notes
+    /// are as visible as loud low ones (60 dB shown), with the
+    /// equal-tempered fundamentals as a guide; 1200 × 620 pixels. Missing
+    /// pitches between the lowest and highest show as white columns.
+    pub fn template_overview(dictionary: &TemplateDictionary, title: impl Into<String>) -> Result<Self> {
         let t = &dictionary.templates;
         let stft = &dictionary.params.stft;
         let (lo, hi) = match (dictionary.pitches.iter().min(), dictionary.pitches.iter().max()) {
@@ -686,7 +655,6 @@ impl TemplateOverviewFigure {
                     *v += x as f64;
                 }
             }
-            // Each column on its own scale (see `range_db`).
             let m = col.iter().copied().fold(0.0, f64::max);
             if m > 0.0 {
                 col.iter_mut().for_each(|v| *v /= m);
@@ -700,18 +668,49 @@ impl TemplateOverviewFigure {
             x_start: lo as f64 - 0.5,
             x_step: 1.0,
         };
-        Ok(TemplateOverviewFigure {
-            image,
-            pitches: (lo..=hi).collect(),
+        let mut panel = TfPanel::new("", image, XUnit::Pitch);
+        let guide = (lo..=hi).map(|p| (p as f64, midi_frequency(p as f64))).collect();
+        panel.guide = Some(("equal-tempered fundamental".into(), guide));
+        Ok(TfFigure {
+            panels: vec![panel],
             freq: DEFAULT_FMIN..10_000.0,
             range_db: 60.0,
+            reference: Some(1.0),
             title: title.into(),
             size: (1200, 620),
         })
     }
+
+    /// Spectrograms side by side (x in seconds) on one scale, up to
+    /// 10 kHz: a note and its best rank-one approximations; 1200 × 520
+    /// pixels.
+    pub fn rank_one(panels: Vec<(String, TfImage)>, title: impl Into<String>) -> Self {
+        TfFigure {
+            panels: panels.into_iter().map(|(c, im)| TfPanel::new(c, im, XUnit::Seconds)).collect(),
+            freq: DEFAULT_FMIN..10_000.0,
+            range_db: DEFAULT_RANGE_DB,
+            reference: None,
+            title: title.into(),
+            size: (1200, 520),
+        }
+    }
 }
 
-impl Figure for TemplateOverviewFigure {
+/// The x-axis labels of a C, as `note_name`, else nothing.
+fn octave_label(x: &f64) -> String {
+    let p = x.round();
+    if (x - p).abs() < 1e-6 && (0.0..=127.0).contains(&p) && p as u8 % 12 == 0 {
+        note_name(p as u8)
+    } else {
+        String::new()
+    }
+}
+
+fn milliseconds_label(x: &f64) -> String {
+    format!("{x:.0}")
+}
+
+impl Figure for TfFigure {
     fn size(&self) -> (u32, u32) {
         self.size
     }
@@ -720,38 +719,42 @@ impl Figure for TemplateOverviewFigure {
         root.fill(&WHITE)?;
         let root = root.titled(&self.title, font(20))?;
         let (w, _) = root.dim_in_pixel();
-        let (main, bar) = root.split_horizontally(w as i32 - COLORBAR_WIDTH);
-        let scale = DbScale { reference: 1.0, range_db: self.range_db };
-        let name = |x: &f64| {
-            let p = x.round();
-            if (x - p).abs() < 1e-6 && (0.0..=127.0).contains(&p) && p as u8 % 12 == 0 {
-                note_name(p as u8)
-            } else {
-                String::new()
+        let (panels, bar) = root.split_horizontally(w as i32 - COLORBAR_WIDTH);
+        let reference = self.reference.unwrap_or_else(|| self.panels.iter().map(|p| p.image.max()).fold(0.0, f64::max));
+        let scale = DbScale { reference, range_db: self.range_db };
+        let areas = panels.split_evenly((1, self.panels.len().max(1)));
+        let labels = (12 / self.panels.len().max(1)).max(4);
+        for (k, (panel, area)) in self.panels.iter().zip(&areas).enumerate() {
+            let x = match panel.unit {
+                XUnit::Seconds => {
+                    XAxis { range: panel.x_range.clone(), desc: "time (s)", format: &seconds_label, labels }
+                }
+                XUnit::Milliseconds => {
+                    XAxis { range: panel.x_range.clone(), desc: "time (ms)", format: &milliseconds_label, labels: 5 }
+                }
+                // A tick per pitch, a label per C.
+                XUnit::Pitch => {
+                    XAxis { range: panel.x_range.clone(), desc: "template (pitch)", format: &octave_label, labels: 100 }
+                }
+            };
+            let mut chart = draw_tf_panel(area, &panel.image, &x, &self.freq, &scale, &panel.caption, k == 0)?;
+            if let Some((label, points)) = &panel.guide {
+                chart
+                    .draw_series(DashedLineSeries::new(points.iter().copied(), 6, 6, WHITE.stroke_width(1)))?
+                    .label(label)
+                    .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], WHITE.stroke_width(1)));
+                chart
+                    .configure_series_labels()
+                    .position(SeriesLabelPosition::UpperLeft)
+                    .background_style(RGBColor(68, 1, 84))
+                    .border_style(WHITE)
+                    .label_font(font(13).color(&WHITE))
+                    .draw()?;
             }
-        };
-        // A tick per pitch, a label per C.
-        let x = XAxis { range: self.image.x_range(), desc: "template (pitch)", format: &name, labels: 100 };
-        draw_tf_panel(&main, &self.image, &x, &self.freq, &scale, "", true)?;
-        // The nominal fundamentals, as a guide for the eye.
-        let mut chart = ChartBuilder::on(&main)
-            .margin(8)
-            .x_label_area_size(42)
-            .y_label_area_size(62)
-            .build_cartesian_2d(self.image.x_range(), self.freq.clone().log_scale())?;
-        let guide = self.pitches.iter().map(|&p| (p as f64, midi_frequency(p as f64)));
-        chart
-            .draw_series(DashedLineSeries::new(guide, 6, 6, WHITE.stroke_width(1)))?
-            .label("equal-tempered fundamental")
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], WHITE.stroke_width(1)));
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(RGBColor(68, 1, 84))
-            .border_style(WHITE)
-            .label_font(font(13).color(&WHITE))
-            .draw()?;
-        draw_colorbar(&bar, &scale, 0)
+        }
+        // Captioned panels have a caption row the bar does not: align it.
+        let captioned = self.panels.iter().any(|p| !p.caption.is_empty());
+        draw_colorbar(&bar, &scale, if captioned { 26 } else { 0 })
     }
 }
 
@@ -952,13 +955,7 @@ impl Figure for ActivationsFigure {
                     .legend(|(x, y)| TriangleMarker::new((x + 10, y), 6, BLACK.filled()));
             }
             if k == 0 {
-                chart
-                    .configure_series_labels()
-                    .position(SeriesLabelPosition::UpperRight)
-                    .background_style(WHITE.mix(0.9))
-                    .border_style(RGBColor(160, 160, 160))
-                    .label_font(font(12))
-                    .draw()?;
+                draw_legend(&mut chart, 12)?;
             }
         }
         Ok(())
@@ -1128,15 +1125,22 @@ impl Figure for PianoRollFigure {
                 .label(format!("{name} ({count})"))
                 .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 18, y + 5)], color.filled()));
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.9))
-            .border_style(RGBColor(160, 160, 160))
-            .label_font(font(13))
-            .draw()?;
-        Ok(())
+        draw_legend(&mut chart, 13)
     }
+}
+
+/// The legend of a chart's labelled series, in its upper right corner.
+fn draw_legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    font_size: u32,
+) -> DrawResult<DB> {
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.9))
+        .border_style(RGBColor(160, 160, 160))
+        .label_font(font(font_size))
+        .draw()
 }
 
 // ---------------------------------------------------------------------------
@@ -1287,56 +1291,6 @@ impl Figure for DecompositionFigure {
             ))?;
         }
         Ok(())
-    }
-}
-
-/// A spectrogram beside its best rank-one approximations (KL and
-/// Frobenius), on one colour scale: the tutorial's first picture.
-#[derive(Debug, Clone)]
-pub struct RankOneFigure {
-    /// The panels: (caption, image), x in seconds.
-    pub panels: Vec<(String, TfImage)>,
-    /// Frequencies shown, in Hz. Default [`DEFAULT_FMIN`] to 10 kHz.
-    pub freq: Range<f64>,
-    /// Dynamic range in dB. Default [`DEFAULT_RANGE_DB`].
-    pub range_db: f64,
-    /// The title.
-    pub title: String,
-    /// Width and height in pixels. Default 1200 × 520.
-    pub size: (u32, u32),
-}
-
-impl RankOneFigure {
-    /// The figure of `panels`, with the defaults.
-    pub fn new(panels: Vec<(String, TfImage)>, title: impl Into<String>) -> Self {
-        RankOneFigure {
-            panels,
-            freq: DEFAULT_FMIN..10_000.0,
-            range_db: DEFAULT_RANGE_DB,
-            title: title.into(),
-            size: (1200, 520),
-        }
-    }
-}
-
-impl Figure for RankOneFigure {
-    fn size(&self) -> (u32, u32) {
-        self.size
-    }
-
-    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult<DB> {
-        root.fill(&WHITE)?;
-        let root = root.titled(&self.title, font(20))?;
-        let (w, _) = root.dim_in_pixel();
-        let (panels, bar) = root.split_horizontally(w as i32 - COLORBAR_WIDTH);
-        let reference = self.panels.iter().map(|(_, im)| im.max()).fold(0.0, f64::max);
-        let scale = DbScale { reference, range_db: self.range_db };
-        let areas = panels.split_evenly((1, self.panels.len().max(1)));
-        for (k, ((caption, image), area)) in self.panels.iter().zip(&areas).enumerate() {
-            let x = XAxis { range: image.x_range(), desc: "time (s)", format: &seconds_label, labels: 6 };
-            draw_tf_panel(area, image, &x, &self.freq, &scale, caption, k == 0)?;
-        }
-        draw_colorbar(&bar, &scale, 26)
     }
 }
 

@@ -40,6 +40,12 @@ fn help_teaches_and_exits_zero() {
         &["transcribe", "--help"],
         &["evaluate", "--help"],
         &["experiment", "--help"],
+        &["plot", "--help"],
+        &["plot", "spectrogram", "--help"],
+        &["plot", "templates", "--help"],
+        &["plot", "activations", "--help"],
+        &["plot", "roll", "--help"],
+        &["decompose", "--help"],
     ] {
         let o = common::sscnmf(cmd);
         assert_eq!(o.status.code(), Some(0));

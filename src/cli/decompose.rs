@@ -8,7 +8,7 @@ use sscnmf::factorization::blind::{
     relative_frobenius_error, BlindCnmf, RankOne,
 };
 use sscnmf::factorization::Matrix;
-use sscnmf::plot::{save, DecompositionFigure, ImageFormat, RankOneFigure, TfImage};
+use sscnmf::plot::{save, DecompositionFigure, ImageFormat, TfFigure, TfImage};
 use sscnmf::spectrogram::Stft;
 
 use super::*;
@@ -179,7 +179,7 @@ pub(super) fn decompose(a: DecomposeArgs) -> anyhow::Result<()> {
                 (caption("rank one, KL", &kl_row), image(&kl_model)),
                 (caption("rank one, Frobenius", &fro_row), image(&fro_model)),
             ];
-            let mut figure = RankOneFigure::new(panels, format!("{name}, {excerpt}: best rank-one approximations"));
+            let mut figure = TfFigure::rank_one(panels, format!("{name}, {excerpt}: best rank-one approximations"));
             figure.freq.end = a.fmax;
             save(&figure, p)?;
             eprintln!("wrote {}", p.display());

@@ -266,6 +266,18 @@ fn load_model(path: Option<&Path>) -> anyhow::Result<Model> {
     })
 }
 
+/// A transcriber running `method` (default: the model's own) on the model
+/// in `templates` (default: the built-in dictionary); errors name the file.
+fn transcriber_for(templates: Option<&Path>, method: Option<Method>) -> anyhow::Result<(Transcriber, Method)> {
+    let model = load_model(templates)?;
+    let method = method.unwrap_or(model.default_method());
+    let transcriber = Transcriber::for_method(method, model).map_err(|e| match templates {
+        Some(path) => e.with_path(path),
+        None => e,
+    })?;
+    Ok((transcriber, method))
+}
+
 /// `--chunk-seconds` in frames of the dictionary's STFT.
 fn chunk_frames(seconds: f64, dictionary: &TemplateDictionary) -> anyhow::Result<usize> {
     let hop = dictionary.params.stft.hop_length as f64 / dictionary.params.stft.sample_rate as f64;

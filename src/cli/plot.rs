@@ -4,10 +4,7 @@
 use sscnmf::audio::load_audio;
 use sscnmf::evaluation::MatchParams;
 use sscnmf::notes::{Note, NoteFormat};
-use sscnmf::plot::{
-    save, ActivationsFigure, ImageFormat, PianoRollFigure, SpectrogramFigure, TemplateGridFigure,
-    TemplateOverviewFigure, TfImage,
-};
+use sscnmf::plot::{save, ActivationsFigure, ImageFormat, PianoRollFigure, TfFigure, TfImage};
 use sscnmf::spectrogram::Stft;
 use sscnmf::transcription::{OnsetDetector, Transcription};
 
@@ -129,12 +126,7 @@ impl TranscribeOptions {
         input: &Path,
         excerpt: &ExcerptArgs,
     ) -> anyhow::Result<(Transcription, OnsetDetector, Method)> {
-        let model = load_model(self.templates.as_deref())?;
-        let method = self.method.unwrap_or(model.default_method());
-        let mut transcriber = Transcriber::for_method(method, model).map_err(|e| match &self.templates {
-            Some(path) => e.with_path(path),
-            None => e,
-        })?;
+        let (mut transcriber, method) = transcriber_for(self.templates.as_deref(), self.method)?;
         transcriber.detector.threshold = self.threshold;
         if self.raw_activations {
             transcriber.detector.scale = ActivationScale::Raw;
@@ -238,9 +230,9 @@ fn file_name(path: &Path) -> String {
 }
 
 /// Refuses an output that is not .png/.svg or cannot be written, before any work.
-fn check_output(out: &OutputArgs, inputs: &[&Path]) -> anyhow::Result<()> {
+fn check_output(out: &OutputArgs, inputs: &[Option<&Path>]) -> anyhow::Result<()> {
     ImageFormat::from_path(&out.output)?;
-    let inputs: Vec<PathBuf> = inputs.iter().map(|p| p.to_path_buf()).collect();
+    let inputs: Vec<PathBuf> = inputs.iter().flatten().map(|p| p.to_path_buf()).collect();
     check_writable(&out.output, out.overwrite, &inputs)
 }
 
@@ -258,7 +250,7 @@ pub(super) fn plot(a: PlotArgs) -> anyhow::Result<()> {
 }
 
 fn plot_spectrogram(a: SpectrogramArgs) -> anyhow::Result<()> {
-    check_output(&a.out, &[&a.input])?;
+    check_output(&a.out, &[Some(&a.input)])?;
     let config = StftConfig::default();
     // Decode half a window more on each side (where the file has it), so
     // that the frames at the excerpt's edges see the music around it
@@ -274,9 +266,9 @@ fn plot_spectrogram(a: SpectrogramArgs) -> anyhow::Result<()> {
     }
     let stft = Stft::new(config)?;
     let image = TfImage::spectrogram(&stft, &audio.samples, decode.offset_seconds, 2400);
-    let mut figure = SpectrogramFigure::new(image, format!("{}{}", file_name(&a.input), a.excerpt.describe()));
+    let mut figure = TfFigure::spectrogram(image, format!("{}{}", file_name(&a.input), a.excerpt.describe()));
     let end = decode.offset_seconds + audio.duration_seconds();
-    figure.time = a.excerpt.offset..a.excerpt.duration.map_or(end, |d| (a.excerpt.offset + d).min(end));
+    figure.panels[0].x_range = a.excerpt.offset..a.excerpt.duration.map_or(end, |d| (a.excerpt.offset + d).min(end));
     let fmax = a.fmax.unwrap_or(figure.freq.end);
     if !(a.fmin > 0.0 && fmax > a.fmin && a.range_db > 0.0) {
         bail!("need 0 < --fmin < --fmax and --range-db > 0");
@@ -289,8 +281,7 @@ fn plot_spectrogram(a: SpectrogramArgs) -> anyhow::Result<()> {
 }
 
 fn plot_templates(a: TemplatesArgs) -> anyhow::Result<()> {
-    let inputs: Vec<&Path> = a.templates.iter().map(PathBuf::as_path).collect();
-    check_output(&a.out, &inputs)?;
+    check_output(&a.out, &[a.templates.as_deref()])?;
     let dictionary = match &a.templates {
         Some(path) => TemplateDictionary::load(path)?,
         None => TemplateDictionary::builtin()?,
@@ -300,32 +291,26 @@ fn plot_templates(a: TemplatesArgs) -> anyhow::Result<()> {
     if a.fmax.is_nan() || a.fmax <= sscnmf::plot::DEFAULT_FMIN {
         bail!("--fmax must be above {} Hz", sscnmf::plot::DEFAULT_FMIN);
     }
-    match &a.notes {
+    let mut figure = match &a.notes {
         Some(notes) => {
-            let pitches = parse_pitch_list(notes)?;
             let title = format!("{name}: templates (τ = {tau} frames of 20 ms)");
-            let mut figure = TemplateGridFigure::new(&dictionary, &pitches, title)?;
-            figure.freq.end = a.fmax;
-            figure.range_db = a.range_db.unwrap_or(figure.range_db);
-            save(&figure, &a.out.output)?;
+            TfFigure::templates(&dictionary, &parse_pitch_list(notes)?, title)?
         }
         None => {
             let title =
                 format!("{name}: {} templates, each summed over its τ = {tau} frames", dictionary.pitches.len());
-            let mut figure = TemplateOverviewFigure::new(&dictionary, title)?;
-            figure.freq.end = a.fmax;
-            figure.range_db = a.range_db.unwrap_or(figure.range_db);
-            save(&figure, &a.out.output)?;
+            TfFigure::template_overview(&dictionary, title)?
         }
-    }
+    };
+    figure.freq.end = a.fmax;
+    figure.range_db = a.range_db.unwrap_or(figure.range_db);
+    save(&figure, &a.out.output)?;
     report(&a.out.output);
     Ok(())
 }
 
 fn plot_activations(a: ActivationsArgs) -> anyhow::Result<()> {
-    let mut inputs = vec![a.input.as_path()];
-    inputs.extend(a.reference.as_deref());
-    check_output(&a.out, &inputs)?;
+    check_output(&a.out, &[Some(&a.input), a.reference.as_deref()])?;
     let pitches = a.pitches.as_deref().map(parse_pitch_list).transpose()?;
     let reference = a.reference.as_deref().map(read_notes).transpose()?;
     let (t, detector, method) = a.transcription.transcribe(&a.input, &a.excerpt)?;
@@ -338,9 +323,7 @@ fn plot_activations(a: ActivationsArgs) -> anyhow::Result<()> {
 }
 
 fn plot_roll(a: RollArgs) -> anyhow::Result<()> {
-    let mut inputs = vec![a.input.as_path()];
-    inputs.extend(a.reference.as_deref());
-    check_output(&a.out, &inputs)?;
+    check_output(&a.out, &[Some(&a.input), a.reference.as_deref()])?;
     if !(a.onset_tolerance.is_finite() && a.onset_tolerance >= 0.0) {
         bail!("--onset-tolerance must be a number of seconds >= 0");
     }

@@ -104,12 +104,7 @@ pub(super) fn transcribe(a: TranscribeArgs) -> anyhow::Result<()> {
             bail!("{}: with several inputs, -o must name an existing folder", o.display());
         }
     }
-    let model = load_model(a.templates.as_deref())?;
-    let method = a.method.unwrap_or(model.default_method());
-    let mut transcriber = Transcriber::for_method(method, model).map_err(|e| match &a.templates {
-        Some(path) => e.with_path(path),
-        None => e,
-    })?;
+    let (mut transcriber, method) = transcriber_for(a.templates.as_deref(), a.method)?;
     if a.exact && method == Method::AttackDecay {
         bail!("--exact applies to cnmf and nmf; the attack/decay model runs in f32 only");
     }
