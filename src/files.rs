@@ -147,6 +147,26 @@ pub fn canonical_safetensors(bytes: Vec<u8>) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// Named f64 arrays, each `(name, shape, values in row-major order)`, and
+/// string metadata as (canonical) safetensors bytes with F64 tensors: for
+/// analysis results meant to be read by other tools (numpy, torch).
+pub fn f64_safetensors(
+    tensors: &[(&str, Vec<usize>, Vec<f64>)],
+    metadata: std::collections::HashMap<String, String>,
+) -> Result<Vec<u8>> {
+    use safetensors::tensor::{serialize, Dtype, TensorView};
+    let bytes: Vec<Vec<u8>> =
+        tensors.iter().map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect()).collect();
+    let mut views = Vec::with_capacity(tensors.len());
+    for ((name, shape, _), data) in tensors.iter().zip(&bytes) {
+        let view = TensorView::new(Dtype::F64, shape.clone(), data)
+            .map_err(|e| Error::internal(format!("tensor {name}: {e}")))?;
+        views.push((name.to_string(), view));
+    }
+    let bytes = serialize(views, &Some(metadata)).map_err(|e| Error::internal(format!("serialising tensors: {e}")))?;
+    canonical_safetensors(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

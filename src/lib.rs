@@ -9,7 +9,8 @@
 //! [`audio`] → [`spectrogram`] → [`factorization`] → [`templates`] →
 //! [`attack_decay`] (a baseline's model) → [`transcription`] (activations → notes) → [`notes`] (MIDI, CSV, MAPS txt) →
 //! [`evaluation`] → [`experiments`]; [`synth`] turns notes back into sound
-//! (the additive piano, or a SoundFont through [`soundfont`]).
+//! (the additive piano, or a SoundFont through [`soundfont`]), and [`plot`]
+//! draws pictures of any stage's results.
 
 // Numerical loops read like the formulas they implement (W[f,i,q], H[q,t−i]);
 // index loops are clearer there than iterator chains.
@@ -24,6 +25,7 @@ pub mod factorization;
 pub mod files;
 pub mod fuzzing;
 pub mod notes;
+pub mod plot;
 pub mod soundfont;
 pub mod spectrogram;
 pub mod synth;

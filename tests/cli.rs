@@ -31,6 +31,12 @@ fn help_teaches_and_exits_zero() {
         &["evaluate", "--help"],
         &["experiment", "--help"],
         &["render", "--help"],
+        &["plot", "--help"],
+        &["plot", "spectrogram", "--help"],
+        &["plot", "templates", "--help"],
+        &["plot", "activations", "--help"],
+        &["plot", "roll", "--help"],
+        &["decompose", "--help"],
     ] {
         let o = common::sscnmf(cmd);
         assert_eq!(o.status.code(), Some(0));

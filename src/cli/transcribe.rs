@@ -5,7 +5,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::mpsc;
 use std::time::Instant;
 
+use sscnmf::evaluation::MatchParams;
 use sscnmf::notes::Note;
+use sscnmf::plot::PianoRollFigure;
 use sscnmf::synth::{write_rendering, Renderer};
 use sscnmf::transcription::Transcription;
 
@@ -67,6 +69,9 @@ pub(super) struct TranscribeArgs {
     /// set), each on one thread; a single file uses every core. Outputs do not depend on it.
     #[arg(short, long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     jobs: Option<u16>,
+    /// Also draw each transcription's piano roll beside its MIDI (song.mid -> song.png).
+    #[arg(long)]
+    plot: bool,
     /// Replace output files that exist.
     #[arg(long)]
     overwrite: bool,
@@ -139,11 +144,13 @@ struct Plan {
     input: PathBuf,
     notes: Vec<(PathBuf, NoteFormat)>,
     sonified: Option<PathBuf>,
+    /// The piano roll picture (`--plot`).
+    picture: Option<PathBuf>,
 }
 
 impl Plan {
     fn outputs(&self) -> impl Iterator<Item = &Path> {
-        self.notes.iter().map(|(p, _)| p.as_path()).chain(self.sonified.as_deref())
+        self.notes.iter().map(|(p, _)| p.as_path()).chain(self.sonified.as_deref()).chain(self.picture.as_deref())
     }
 }
 
@@ -183,6 +190,11 @@ impl Work<'_> {
         let t = self.transcriber.transcribe_file_with_progress(&plan.input, progress)?;
         for (path, format) in &plan.notes {
             write_notes(path, &t.notes, *format)?;
+        }
+        if let Some(path) = &plan.picture {
+            let name = plan.input.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let roll = PianoRollFigure::new(&t.notes, None, &MatchParams::onset_only(), name);
+            sscnmf::plot::save(&roll, path)?;
         }
         if let (Some(path), Some(renderer)) = (&plan.sonified, self.renderer) {
             self.sonify(path, renderer, &t)?;
@@ -252,12 +264,7 @@ fn human_duration(seconds: f64) -> String {
 
 /// The configured transcriber (model, method and options).
 fn transcriber(a: &TranscribeArgs) -> anyhow::Result<Transcriber> {
-    let model = load_model(a.templates.as_deref())?;
-    let method = a.method.unwrap_or(model.default_method());
-    let mut transcriber = Transcriber::for_method(method, model).map_err(|e| match &a.templates {
-        Some(path) => e.with_path(path),
-        None => e,
-    })?;
+    let (mut transcriber, method) = transcriber_for(a.templates.as_deref(), a.method)?;
     if a.exact && method == Method::AttackDecay {
         bail!("--exact applies to cnmf and nmf; the attack/decay model runs in f32 only");
     }
@@ -297,7 +304,12 @@ fn plan(a: &TranscribeArgs, inputs: &[PathBuf]) -> anyhow::Result<Vec<Option<Pla
                 notes.push((midi.with_extension(f.extension()), f));
             }
         }
-        let plan = Plan { input: input.clone(), notes, sonified: a.sonify.then(|| sonified_path(&midi)) };
+        let plan = Plan {
+            input: input.clone(),
+            notes,
+            sonified: a.sonify.then(|| sonified_path(&midi)),
+            picture: a.plot.then(|| midi.with_extension("png")),
+        };
         for p in plan.outputs() {
             if let Some(other) = claimed.insert(p.to_path_buf(), input) {
                 bail!(
