@@ -255,7 +255,12 @@ pub fn precision_recall_f1_overlap(reference: &[Note], estimate: &[Note], params
     if reference.is_empty() || estimate.is_empty() {
         return Scores::zero();
     }
-    let matching = match_notes(reference, estimate, params);
+    scores_of_matching(reference, estimate, &match_notes(reference, estimate, params))
+}
+
+/// The [`Scores`] of a matching of `reference` and `estimate` (both
+/// non-empty).
+fn scores_of_matching(reference: &[Note], estimate: &[Note], matching: &[(usize, usize)]) -> Scores {
     let n = matching.len();
     let (n_ref, n_est) = (reference.len(), estimate.len());
     let precision = n as f64 / n_est as f64;
@@ -275,6 +280,80 @@ pub fn precision_recall_f1_overlap(reference: &[Note], estimate: &[Note], params
         sum / n as f64
     };
     Scores { precision, recall, f_measure, accuracy, average_overlap_ratio, matched: n }
+}
+
+/// mir_eval's default `velocity_tolerance`.
+pub const VELOCITY_TOLERANCE: f64 = 0.1;
+
+/// Matches notes as `mir_eval.transcription_velocity.match_notes`: the
+/// matching of [`match_notes`] with `params`, then only the pairs whose
+/// velocities agree after rescaling (Hawthorne et al., "Onsets and Frames",
+/// ISMIR 2018):
+///
+/// 1. reference velocities are mapped to [0, 1] by `(v − min) / max(1, max −
+///    min)`, min and max over *all* reference notes;
+/// 2. the estimated velocities of the matched pairs are mapped by the least
+///    squares line `slope · v + intercept` onto their references' (numpy's
+///    `lstsq`; when the matched estimates all have one velocity, its minimum
+///    norm solution maps them all to the mean of their references);
+/// 3. a pair is kept when `|rescaled estimate − reference| < tolerance`
+///    (strictly, as mir_eval).
+///
+/// Pairs come sorted by reference index. As for [`match_notes`], when several
+/// maximum matchings exist the one rescaled may differ from mir_eval's.
+pub fn match_notes_with_velocity(
+    reference: &[Note],
+    estimate: &[Note],
+    params: &MatchParams,
+    velocity_tolerance: f64,
+) -> Vec<(usize, usize)> {
+    let matching = match_notes(reference, estimate, params);
+    if matching.is_empty() {
+        return matching;
+    }
+    let (lo, hi) = reference.iter().fold((u8::MAX, u8::MIN), |(lo, hi), n| (lo.min(n.velocity), hi.max(n.velocity)));
+    let range = f64::from(hi - lo).max(1.0);
+    let r: Vec<f64> = matching.iter().map(|&(i, _)| f64::from(reference[i].velocity - lo) / range).collect();
+    let e: Vec<f64> = matching.iter().map(|&(_, j)| f64::from(estimate[j].velocity)).collect();
+    let m = matching.len() as f64;
+    let (me, mr) = (e.iter().sum::<f64>() / m, r.iter().sum::<f64>() / m);
+    let see: f64 = e.iter().map(|x| (x - me) * (x - me)).sum();
+    let ser: f64 = e.iter().zip(&r).map(|(x, y)| (x - me) * (y - mr)).sum();
+    // Centred least squares; with constant estimates every fitted value is the mean.
+    let slope = if see > 0.0 { ser / see } else { 0.0 };
+    let intercept = mr - slope * me;
+    matching
+        .into_iter()
+        .zip(e.iter().zip(&r))
+        .filter(|(_, (&x, &y))| (slope * x + intercept - y).abs() < velocity_tolerance)
+        .map(|(pair, _)| pair)
+        .collect()
+}
+
+/// Precision, recall, F-measure (and accuracy, average overlap ratio) with
+/// velocities, as `mir_eval.transcription_velocity.precision_recall_f1_overlap`:
+/// the formulas of [`Scores`] on [`match_notes_with_velocity`]'s pairs. All
+/// zeros when either list is empty.
+pub fn precision_recall_f1_velocity(
+    reference: &[Note],
+    estimate: &[Note],
+    params: &MatchParams,
+    velocity_tolerance: f64,
+) -> Scores {
+    if reference.is_empty() || estimate.is_empty() {
+        return Scores::zero();
+    }
+    scores_of_matching(reference, estimate, &match_notes_with_velocity(reference, estimate, params, velocity_tolerance))
+}
+
+/// The mean absolute difference of MIDI velocities (estimate − reference, as
+/// given, not rescaled) over the pairs of [`match_notes`] with `params`; 0
+/// when nothing matches.
+pub fn velocity_mean_absolute_error(reference: &[Note], estimate: &[Note], params: &MatchParams) -> f64 {
+    let matching = match_notes(reference, estimate, params);
+    let sum: f64 =
+        matching.iter().map(|&(i, j)| (f64::from(estimate[j].velocity) - f64::from(reference[i].velocity)).abs()).sum();
+    sum / matching.len().max(1) as f64
 }
 
 /// Onset-only and onset+offset scores of one estimate.
@@ -463,6 +542,49 @@ mod tests {
         assert!((s.f_measure - 0.4).abs() < 1e-15);
         assert_eq!(s.accuracy, 0.25); // 1 / (3 + 2 − 1)
         assert!((s.average_overlap_ratio - 0.49).abs() < 1e-15); // (0.5 − 0.01) / (1 − 0)
+    }
+
+    fn loud(onset: f64, pitch: u8, velocity: u8) -> Note {
+        Note { onset, offset: onset + 0.5, pitch, velocity }
+    }
+
+    #[test]
+    fn velocity_matching_by_hand() {
+        // Reference velocities 20, 60, 100, 40 rescale to 0, 0.5, 1, 0.25.
+        let reference = [loud(0.0, 60, 20), loud(1.0, 62, 60), loud(2.0, 64, 100), loud(3.0, 65, 40)];
+        let estimate = [loud(0.0, 60, 30), loud(1.0, 62, 50), loud(2.0, 64, 90), loud(3.0, 65, 45), loud(4.0, 70, 64)];
+        // Least squares of (0, 0.5, 1, 0.25) on (30, 50, 90, 45): slope 32.1875 / 1968.75 and intercept
+        // 0.4375 − slope · 53.75 give 0.0492, 0.3762, 1.0302, 0.2944: errors 0.049, 0.124, 0.030, 0.044,
+        // so the second pair fails the 0.1 tolerance.
+        let params = MatchParams::onset_only();
+        let pairs = match_notes_with_velocity(&reference, &estimate, &params, VELOCITY_TOLERANCE);
+        assert_eq!(pairs, vec![(0, 0), (2, 2), (3, 3)]);
+        let s = precision_recall_f1_velocity(&reference, &estimate, &params, VELOCITY_TOLERANCE);
+        assert_eq!((s.matched, s.precision, s.recall), (3, 0.6, 0.75));
+        assert!((s.f_measure - 2.0 / 3.0).abs() < 1e-12);
+        // A looser tolerance keeps all four.
+        assert_eq!(match_notes_with_velocity(&reference, &estimate, &params, 0.13).len(), 4);
+        // The velocity error is over the timing matches, unscaled: (10 + 10 + 10 + 5) / 4.
+        assert!((velocity_mean_absolute_error(&reference, &estimate, &params) - 8.75).abs() < 1e-12);
+    }
+
+    #[test]
+    fn velocity_matching_degenerate_cases() {
+        let params = MatchParams::onset_only();
+        // Constant estimated velocities all map to the mean of their references (numpy's
+        // minimum-norm lstsq): 0.5 against 0 and 1, both off by 0.5.
+        let reference = [loud(0.0, 60, 40), loud(1.0, 60, 100)];
+        let estimate = [loud(0.0, 60, 64), loud(1.0, 60, 64)];
+        assert!(match_notes_with_velocity(&reference, &estimate, &params, 0.1).is_empty());
+        // One pair is fitted exactly; one reference velocity gives a range of 1.
+        assert_eq!(match_notes_with_velocity(&reference[..1], &estimate[..1], &params, 0.1), vec![(0, 0)]);
+        let same = [loud(0.0, 60, 80), loud(1.0, 62, 80)];
+        let est = [loud(0.0, 60, 10), loud(1.0, 62, 120)];
+        assert_eq!(match_notes_with_velocity(&same, &est, &params, 0.1).len(), 2);
+        // Nothing matched in time: nothing at all; empty lists score zero.
+        assert!(match_notes_with_velocity(&reference, &[loud(5.0, 60, 64)], &params, 0.1).is_empty());
+        assert_eq!(precision_recall_f1_velocity(&[], &estimate, &params, 0.1).f_measure, 0.0);
+        assert_eq!(velocity_mean_absolute_error(&reference, &[], &params), 0.0);
     }
 
     #[test]

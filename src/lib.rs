@@ -18,6 +18,7 @@
 
 pub mod attack_decay;
 pub mod audio;
+pub mod calibration;
 pub mod error;
 pub mod evaluation;
 pub mod experiments;

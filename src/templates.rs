@@ -21,7 +21,10 @@
 //! `format_version` = `1`, `sample_rate`, `n_fft`, `win_length`,
 //! `hop_length`, `window` (`hann`), `tau`, `beta`, `iterations`,
 //! `tool_version`, `source` (free text), `missing_pitches` (JSON list of the
-//! MIDI pitches 21..=108 with no template).
+//! MIDI pitches 21..=108 with no template), and optionally `calibration`
+//! (JSON of [`crate::calibration::Calibration`]: the δ, offset fraction and
+//! velocity fit calibrated on the isolated notes; files without it — written
+//! before it existed — load with the uncalibrated defaults).
 //!
 //! ```python
 //! from safetensors import safe_open
@@ -71,6 +74,9 @@ pub struct TemplateDictionary {
     pub pitches: Vec<u8>,
     /// How they were made.
     pub params: TemplateParams,
+    /// The decision rule calibrated on the isolated notes (`None`: not
+    /// calibrated; transcription then uses the uncalibrated defaults).
+    pub calibration: Option<crate::calibration::Calibration>,
 }
 
 impl TemplateDictionary {
@@ -106,6 +112,9 @@ impl TemplateDictionary {
             .map_err(|e| Error::internal(format!("pitches tensor: {e}")))?;
         let mut meta = model_metadata(FORMAT_NAME, FORMAT_VERSION, &self.params, &self.pitches);
         meta.insert("tau".to_string(), t.tau.to_string());
+        if let Some(c) = &self.calibration {
+            meta.insert("calibration".to_string(), c.to_json());
+        }
         let bytes = serialize([("pitches", pitches), ("templates", templates)], &Some(meta))
             .map_err(|e| Error::internal(format!("serialising templates: {e}")))?;
         crate::files::canonical_safetensors(bytes)
@@ -166,7 +175,11 @@ impl TemplateDictionary {
                 return Err(bad(format!("template of MIDI pitch {} is all zeros", pitches[q])));
             }
         }
-        Ok(TemplateDictionary { templates: ConvTemplates::new(f, tau, k, data)?, pitches, params })
+        let calibration = match meta.get("calibration") {
+            Some(json) => Some(crate::calibration::Calibration::from_json(json)?),
+            None => None,
+        };
+        Ok(TemplateDictionary { templates: ConvTemplates::new(f, tau, k, data)?, pitches, params, calibration })
     }
 
     /// The dictionary built into the binary ([`BUILTIN_TEMPLATES`]): a grand
@@ -209,6 +222,7 @@ impl TemplateDictionary {
             templates: ConvTemplates::new(self.templates.n_bins, self.templates.tau, keep.len(), data)?,
             pitches: keep.iter().map(|&q| self.pitches[q]).collect(),
             params: self.params.clone(),
+            calibration: self.calibration.clone(),
         })
     }
 }
@@ -592,6 +606,7 @@ impl TemplateLearner {
                 tool_version: env!("CARGO_PKG_VERSION").to_string(),
                 source: self.source.clone(),
             },
+            calibration: None,
         })
     }
 }
@@ -613,6 +628,7 @@ mod tests {
                 tool_version: "test".into(),
                 source: "unit".into(),
             },
+            calibration: None,
         }
     }
 
@@ -626,6 +642,31 @@ mod tests {
         let bytes = d.to_bytes().unwrap();
         assert!((0..5).all(|_| small_dictionary().to_bytes().unwrap() == bytes));
         assert_eq!(d.missing_pitches().len(), 88 - 3);
+    }
+
+    #[test]
+    fn calibration_travels_in_the_metadata_and_old_files_fall_back() {
+        let c = crate::calibration::Calibration {
+            threshold: 0.13,
+            offset_fraction: 0.01,
+            velocity_intercept: 90.0,
+            velocity_slope: 30.0,
+            mix_seconds: 60.0,
+            mix_notes: 10,
+            seed: 7,
+            mix_onset_f: 1.0,
+            mix_onset_offset_f: 0.5,
+            mix_velocity_mae: 3.0,
+        };
+        let d = TemplateDictionary { calibration: Some(c.clone()), ..small_dictionary() };
+        let back = TemplateDictionary::from_bytes(&d.to_bytes().unwrap()).unwrap();
+        assert_eq!(back.calibration, Some(c));
+        let t = crate::transcription::Transcriber::new(back).unwrap();
+        assert_eq!(t.detector.threshold, 0.13);
+        // A file without `calibration` (written before it existed) gets the uncalibrated rule.
+        let old = crate::transcription::Transcriber::new(small_dictionary()).unwrap();
+        assert_eq!(old.detector, crate::transcription::OnsetDetector::default());
+        assert_eq!(old.detector.threshold, crate::transcription::DEFAULT_THRESHOLD);
     }
 
     #[test]

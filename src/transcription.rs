@@ -36,10 +36,24 @@
 //! `s[t] = (1/21) Σ_{j=−10}^{10} h[t+j]` (zero padding at the borders), the
 //! note is *on* at frame `t` when `h[t] > s[t] + δ`. Each maximal run of
 //! on-frames is one note: onset = time of its first frame, offset = time of
-//! the first frame after it (frame `t` is at `t · hop` seconds). Its velocity
-//! is `round(127 · sqrt(peak))` (at least 1), with `peak` the largest scaled
-//! activation in the run, capped at 1: a loudness-like compression of the
-//! activation, not calibrated (see the README).
+//! the first frame after it (frame `t` is at `t · hop` seconds). That much is
+//! the paper's rule; what follows is sscnmf's.
+//!
+//! # Offsets and velocities
+//!
+//! The paper does not estimate offsets: the end of the on-run is a frame or
+//! three after the onset ([`OffsetRule::RunEnd`]). By default
+//! ([`OffsetRule::Decay`]) a note ends at the first frame after its peak
+//! where the activation falls below a fraction of that peak, or at the next
+//! onset of the same pitch, whichever comes first.
+//!
+//! The velocity is read from the run's peak activation `p`:
+//! [`VelocityRule::LogPeak`] maps the raw (unscaled) peak through
+//! `a + b · ln p`, fitted on the isolated notes the templates were learned
+//! from ([`crate::calibration`]); without a calibration
+//! ([`VelocityRule::Sqrt`]) it is `round(127 · sqrt(peak))` of the scaled
+//! peak, capped at 1 (a loudness-like compression, uncalibrated). Both are at
+//! least 1 and at most 127.
 
 use std::path::Path;
 
@@ -174,28 +188,104 @@ pub enum ActivationScale {
     Raw,
 }
 
-/// The paper's adaptive-threshold onset detector (eq. 10).
+/// Where a note ends (see the [module docs](self)).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum OffsetRule {
+    /// The first frame after the on-run of eq. 10 (the paper's notes).
+    RunEnd,
+    /// The first frame after the run's peak whose activation is below
+    /// `fraction` × the peak, or the next onset of the same pitch if sooner
+    /// (or the end of the activations).
+    Decay {
+        /// Fraction of the peak, in (0, 1).
+        fraction: f64,
+    },
+}
+
+impl Default for OffsetRule {
+    /// [`OffsetRule::Decay`] with [`DEFAULT_OFFSET_FRACTION`].
+    fn default() -> Self {
+        OffsetRule::Decay { fraction: DEFAULT_OFFSET_FRACTION }
+    }
+}
+
+/// The default fraction of [`OffsetRule::Decay`] for dictionaries without a
+/// calibration: chosen on the dev songs (onset + offset F 83, 76, 61 % on
+/// FluidR3, Salamander, TimGM6mb; docs/results/dev/decision-offsets-velocity.md),
+/// not on isolated notes — calibrated dictionaries carry their own.
+pub const DEFAULT_OFFSET_FRACTION: f64 = 0.01;
+
+/// How a note's MIDI velocity is read from its peak activation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum VelocityRule {
+    /// `round(127 · sqrt(p))` of the scaled peak `p` (capped at 1):
+    /// uncalibrated.
+    Sqrt,
+    /// `round(intercept + slope · ln p)` of the raw (unscaled) peak `p`: a
+    /// calibration on isolated notes of known velocity, valid for recordings
+    /// at the isolated notes' level.
+    LogPeak {
+        /// `a` of `a + b · ln p`.
+        intercept: f64,
+        /// `b` of `a + b · ln p`.
+        slope: f64,
+    },
+}
+
+impl VelocityRule {
+    /// The velocity (1..=127) of a note whose raw peak activation is `raw`
+    /// and scaled peak `scaled`.
+    pub fn velocity(&self, raw: f64, scaled: f64) -> u8 {
+        let v = match *self {
+            VelocityRule::Sqrt => 127.0 * scaled.clamp(0.0, 1.0).sqrt(),
+            VelocityRule::LogPeak { intercept, slope } => intercept + slope * raw.max(1e-300).ln(),
+        };
+        if v.is_finite() {
+            v.round().clamp(1.0, 127.0) as u8
+        } else {
+            1
+        }
+    }
+}
+
+/// The paper's adaptive-threshold onset detector (eq. 10), with sscnmf's
+/// offset and velocity rules.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct OnsetDetector {
-    /// δ, added to the moving average. Default [`DEFAULT_THRESHOLD`].
+    /// δ, added to the moving average. Default [`DEFAULT_THRESHOLD`]; a
+    /// [`Transcriber`] takes the dictionary's calibrated δ when it has one.
     pub threshold: f64,
     /// Half-width of the moving average in frames. Default 10 (21 frames,
     /// as in the paper).
     pub half_window: usize,
     /// Scaling of the activations. Default [`ActivationScale::Max`].
     pub scale: ActivationScale,
+    /// Where notes end. Default [`OffsetRule::Decay`] with
+    /// [`DEFAULT_OFFSET_FRACTION`] (or the dictionary's calibrated fraction).
+    pub offsets: OffsetRule,
+    /// How velocities are read. Default [`VelocityRule::Sqrt`] (or the
+    /// dictionary's calibrated [`VelocityRule::LogPeak`]).
+    pub velocity: VelocityRule,
 }
 
-/// The default δ for max-scaled activations: the δ of the grid
-/// 0.01:0.01:0.40 with the best mean onset F-measure over the 36 dev songs of
-/// the three dev pianos, each with its own templates (τ = 10, first 30 s; see
-/// BENCHMARKS.md). Each piano's own best δ was 0.09, 0.11 or 0.12, and 0.11
-/// gives each piano within a point of its own best.
+/// The δ for max-scaled activations used when a dictionary has no
+/// calibration (files written before calibration existed, or learned from
+/// notes without ground truth): the δ of the grid 0.01:0.01:0.40 with the
+/// best mean onset F-measure over the 36 dev songs of the three dev pianos,
+/// each with its own templates (τ = 10, first 30 s; see BENCHMARKS.md) — an
+/// oracle chosen on test songs. Dictionaries learned by this version carry
+/// their own δ, calibrated on their isolated notes ([`crate::calibration`]).
 pub const DEFAULT_THRESHOLD: f64 = 0.11;
 
 impl Default for OnsetDetector {
     fn default() -> Self {
-        OnsetDetector { threshold: DEFAULT_THRESHOLD, half_window: 10, scale: ActivationScale::Max }
+        OnsetDetector {
+            threshold: DEFAULT_THRESHOLD,
+            half_window: 10,
+            scale: ActivationScale::Max,
+            offsets: OffsetRule::default(),
+            velocity: VelocityRule::Sqrt,
+        }
     }
 }
 
@@ -217,6 +307,12 @@ impl OnsetDetector {
 
     /// The notes in `activations`, sorted by onset then pitch.
     pub fn detect(&self, activations: &Activations) -> Vec<Note> {
+        self.detect_with_peaks(activations).into_iter().map(|(note, _)| note).collect()
+    }
+
+    /// [`detect`](Self::detect), with each note's raw (unscaled) peak
+    /// activation.
+    pub fn detect_with_peaks(&self, activations: &Activations) -> Vec<(Note, f64)> {
         let scale = self.scale_factor(activations);
         let (k, n) = (activations.values.rows, activations.values.cols);
         let mut notes = Vec::new();
@@ -225,23 +321,35 @@ impl OnsetDetector {
             for (t, v) in row.iter_mut().enumerate() {
                 *v = activations.values.get(q, t) * scale;
             }
-            for (start, end, peak) in on_runs(&row, self.half_window, self.threshold) {
-                notes.push(Note {
+            let runs = on_runs(&row, self.half_window, self.threshold);
+            for (i, &(start, end, peak)) in runs.iter().enumerate() {
+                let next_onset = runs.get(i + 1).map_or(n, |r| r.0);
+                let end = match self.offsets {
+                    OffsetRule::RunEnd => end,
+                    OffsetRule::Decay { fraction } => decay_end(&row, start, end, next_onset, fraction),
+                };
+                let note = Note {
                     onset: activations.start_seconds + start as f64 * activations.hop_seconds,
                     offset: activations.start_seconds + end as f64 * activations.hop_seconds,
                     pitch: activations.pitches[q],
-                    velocity: velocity_from_peak(peak),
-                });
+                    velocity: self.velocity.velocity(peak / scale, peak),
+                };
+                notes.push((note, peak / scale));
             }
         }
-        notes.sort_by(|a, b| a.onset.total_cmp(&b.onset).then(a.pitch.cmp(&b.pitch)));
+        notes.sort_by(|(a, _), (b, _)| a.onset.total_cmp(&b.onset).then(a.pitch.cmp(&b.pitch)));
         notes
     }
 }
 
-/// MIDI velocity of a note whose scaled activation peaks at `peak`.
-fn velocity_from_peak(peak: f64) -> u8 {
-    (127.0 * peak.clamp(0.0, 1.0).sqrt()).round().clamp(1.0, 127.0) as u8
+/// The end (one past the last frame) of the note whose on-run is
+/// `start..end`: the first frame after the run's peak where `h` is below
+/// `fraction` × the peak, at most `limit` (the next onset of the pitch, or
+/// the row's length), and never before `end`'s first frame after `start`.
+pub fn decay_end(h: &[f64], start: usize, end: usize, limit: usize, fraction: f64) -> usize {
+    let peak_at = (start..end).fold(start, |b, t| if h[t] > h[b] { t } else { b });
+    let floor = fraction * h[peak_at];
+    (peak_at + 1..limit).find(|&t| h[t] < floor).unwrap_or(limit).max(start + 1)
 }
 
 /// The moving average `s[t] = (1/(2w+1)) Σ_{j=−w}^{w} h[t+j]`, zero-padded.
@@ -332,8 +440,10 @@ pub struct Transcriber {
     /// How the attack/decay onsets are estimated (default: the authors' 50
     /// iterations with annealed sparsity, f32).
     pub onset_regression: OnsetRegression,
-    /// How notes are read from H (default: eq. 10 with δ = [`DEFAULT_THRESHOLD`]
-    /// on max-scaled activations).
+    /// How notes are read from H (default for CNMF: the dictionary's
+    /// calibration ([`crate::calibration::Calibration::detector`]) when it
+    /// has one, else [`OnsetDetector::default`]: eq. 10 with δ =
+    /// [`DEFAULT_THRESHOLD`] on max-scaled activations).
     pub detector: OnsetDetector,
     /// How audio is decoded (default: mean of channels, whole file).
     pub decode: DecodeOptions,
@@ -363,6 +473,10 @@ impl Transcriber {
             Model::AttackDecay(m) => (spectra_as_dictionary(&m)?, Some(m.params)),
         };
         let stft = Stft::new(dictionary.params.stft.clone())?;
+        let detector = match (&dictionary.calibration, method) {
+            (Some(c), Method::Cnmf) => c.detector(),
+            _ => OnsetDetector::default(),
+        };
         Ok(Transcriber {
             dictionary,
             method,
@@ -370,7 +484,7 @@ impl Transcriber {
             stft,
             regression: ConvolutiveRegression::default(),
             onset_regression: OnsetRegression::default(),
-            detector: OnsetDetector::default(),
+            detector,
             decode: DecodeOptions::default(),
             chunking: Chunking::default(),
         })
@@ -493,6 +607,7 @@ fn spectra_as_dictionary(model: &AttackDecayModel) -> Result<TemplateDictionary>
         templates: ConvTemplates::new(p.n_bins, 2, p.n_notes, data)?,
         pitches: model.pitches.clone(),
         params: model.info.clone(),
+        calibration: None,
     })
 }
 
@@ -695,7 +810,7 @@ mod tests {
         let a = Activations { values, pitches: vec![60, 64], hop_seconds: 0.02, start_seconds: 1.0 };
         let mut loud = a.clone();
         loud.values.data.iter_mut().for_each(|x| *x *= 1000.0);
-        let d = OnsetDetector::default();
+        let d = OnsetDetector { offsets: OffsetRule::RunEnd, ..OnsetDetector::default() };
         let notes = d.detect(&a);
         assert_eq!(notes, d.detect(&loud));
         assert_eq!(notes.len(), 2);
@@ -711,13 +826,67 @@ mod tests {
         assert_eq!(OnsetDetector { threshold: 1.5, ..d }.detect(&a).len(), 0);
     }
 
+    #[test]
+    fn decay_offsets_follow_the_activation_down() {
+        // A note struck at frame 10, peaking at 11, decaying by half per frame.
+        let mut h = vec![0.0; 40];
+        h[10] = 0.5;
+        for t in 11..30 {
+            h[t] = 0.5f64.powi(t as i32 - 11);
+        }
+        // Below 0.1 of the peak from frame 15 (1/16).
+        assert_eq!(decay_end(&h, 10, 12, 40, 0.1), 15);
+        assert_eq!(decay_end(&h, 10, 12, 40, 0.3), 13);
+        // Cut at the next onset of the pitch, and never before the onset's frame.
+        assert_eq!(decay_end(&h, 10, 12, 13, 0.01), 13);
+        assert_eq!(decay_end(&h, 10, 11, 10, 0.5), 11);
+        let a = Activations {
+            values: Matrix::from_column_major(1, 40, h.clone()).unwrap(),
+            pitches: vec![60],
+            hop_seconds: 0.02,
+            start_seconds: 0.0,
+        };
+        let d = OnsetDetector { offsets: OffsetRule::Decay { fraction: 0.1 }, ..OnsetDetector::default() };
+        let notes = d.detect(&a);
+        assert_eq!(notes.len(), 1);
+        assert!((notes[0].onset - 0.2).abs() < 1e-12 && (notes[0].offset - 0.3).abs() < 1e-12);
+        // A second strike of the pitch ends the first note.
+        let mut twice = h.clone();
+        twice[20] = 1.0;
+        let a = Activations { values: Matrix::from_column_major(1, 40, twice).unwrap(), ..a };
+        let d = OnsetDetector { offsets: OffsetRule::Decay { fraction: 0.001 }, ..d };
+        let notes = d.detect(&a);
+        assert_eq!(notes.len(), 2);
+        assert!((notes[0].offset - notes[1].onset).abs() < 1e-12);
+    }
+
+    #[test]
+    fn calibrated_velocities_read_the_raw_peak() {
+        let rule = VelocityRule::LogPeak { intercept: 70.0, slope: 20.0 };
+        assert_eq!(rule.velocity(1.0, 0.3), 70);
+        assert_eq!(rule.velocity(std::f64::consts::E, 0.3), 90);
+        assert_eq!(rule.velocity(1e-30, 0.3), 1);
+        assert_eq!(rule.velocity(1e30, 0.3), 127);
+        assert_eq!(rule.velocity(0.0, 0.3), 1);
+        assert_eq!(VelocityRule::Sqrt.velocity(123.0, 0.25), 64);
+        // The level matters for the calibrated rule only.
+        let mut values = Matrix::zeros(1, 30);
+        values.set(0, 10, 4.0);
+        let a = Activations { values, pitches: vec![60], hop_seconds: 0.02, start_seconds: 0.0 };
+        let d = OnsetDetector { velocity: rule, ..OnsetDetector::default() };
+        let (note, raw) = d.detect_with_peaks(&a)[0];
+        assert_eq!(raw, 4.0);
+        assert_eq!(note.velocity, (70.0 + 20.0 * 4f64.ln()).round() as u8);
+    }
+
     use proptest::prelude::*;
 
     proptest! {
         /// Whatever the activations (zeros, spikes, noise, huge or tiny
         /// values), the notes are sorted by (onset, pitch), each has
         /// onset < offset within the recording, a pitch of the dictionary
-        /// and a velocity in 1..=127, and same-pitch notes do not overlap.
+        /// and a velocity in 1..=127, and same-pitch notes do not overlap,
+        /// with either offset rule and either velocity rule.
         #[test]
         fn detected_notes_keep_their_invariants(
             k in 1usize..5,
@@ -727,6 +896,8 @@ mod tests {
             half_window in 0usize..12,
             start in 0.0..100.0f64,
             raw in proptest::bool::ANY,
+            decay in prop::option::of(0.0..1.0f64),
+            log_peak in prop::option::of((-200.0..200.0f64, -50.0..50.0f64)),
         ) {
             let n = values.len() / k;
             prop_assume!(n > 0);
@@ -734,7 +905,10 @@ mod tests {
             let pitches: Vec<u8> = (0..k as u8).map(|q| 21 + 7 * q).collect();
             let a = Activations { values, pitches: pitches.clone(), hop_seconds: 0.02, start_seconds: start };
             let scale = if raw { ActivationScale::Raw } else { ActivationScale::Max };
-            let notes = OnsetDetector { threshold, half_window, scale }.detect(&a);
+            let offsets = decay.map_or(OffsetRule::RunEnd, |fraction| OffsetRule::Decay { fraction });
+            let velocity =
+                log_peak.map_or(VelocityRule::Sqrt, |(intercept, slope)| VelocityRule::LogPeak { intercept, slope });
+            let notes = OnsetDetector { threshold, half_window, scale, offsets, velocity }.detect(&a);
             let end = start + n as f64 * 0.02;
             for w in notes.windows(2) {
                 prop_assert!((w[0].onset, w[0].pitch) <= (w[1].onset, w[1].pitch), "{w:?}");

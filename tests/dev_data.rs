@@ -134,3 +134,32 @@ fn maestro_layout_with_maps_templates_keeps_the_floors() {
         assert!(f >= measured - 0.02, "{id} in the MAESTRO layout: onset F1 {f:.4} below {measured:.4} - 0.02");
     }
 }
+
+/// Issue 7: the decision rule calibrated on FluidR3's isolated notes (no
+/// song involved) keeps onset + offset F at 60 % or more of onset F, and the
+/// calibrated velocities within 10 MIDI units on average (measured 2026-12:
+/// see docs/results/dev/decision-offsets-velocity.md).
+#[test]
+fn calibrated_rule_estimates_offsets_and_velocities() {
+    use sscnmf::evaluation::{velocity_mean_absolute_error, MatchParams};
+    use sscnmf::experiments::velocity_reference;
+    let Some((piano, dictionary)) = fluidr3() else { return };
+    let calibration = dictionary.calibration.clone().expect("learn_or_load calibrates");
+    assert!((0.01..=0.4).contains(&calibration.threshold), "{calibration:?}");
+    let mut transcriber = Transcriber::new(dictionary).unwrap();
+    transcriber.decode = DecodeOptions { duration_seconds: Some(30.0), ..Default::default() };
+    for id in ["MAPS_MUS-bach-bwv846_FluidR3", "MAPS_MUS-mozart-k545-1_FluidR3"] {
+        let song = piano.songs.iter().find(|s| s.id == id).expect("song present");
+        let reference = reference_excerpt(&read_notes(&song.reference).unwrap(), 30.0);
+        let with_velocity = reference_excerpt(&velocity_reference(&song.reference).unwrap().expect(".mid"), 30.0);
+        let estimate = transcriber.transcribe_file(&song.audio).unwrap().notes;
+        let scores = evaluate(&reference, &estimate, 0.05, 0.2);
+        let mae = velocity_mean_absolute_error(&with_velocity, &estimate, &MatchParams::onset_only());
+        eprintln!(
+            "{id}: onset F1 {:.4}, onset+offset F1 {:.4}, velocity error {mae:.1}",
+            scores.onset.f_measure, scores.onset_offset.f_measure
+        );
+        assert!(scores.onset_offset.f_measure >= 0.6 * scores.onset.f_measure, "{id}: offsets too far off");
+        assert!(mae < 10.0, "{id}: mean velocity error {mae:.1}");
+    }
+}

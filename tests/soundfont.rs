@@ -112,6 +112,25 @@ fn cli_learns_from_a_soundfont_and_explains_bad_ones() {
     let d = TemplateDictionary::load(&out).unwrap();
     assert_eq!(d.pitches, vec![60, 61, 62]);
     assert!(d.params.source.contains("tiny.sf2") && d.params.source.contains("Sine"), "{}", d.params.source);
+    // Calibrated on a mix rendered through the same preset: its sine notes are found.
+    let c = d.calibration.expect("learn --soundfont calibrates");
+    assert!(c.mix_notes > 20 && c.mix_onset_f > 0.8, "{c:?}");
+    let bare = dir.path().join("bare.templates");
+    let o = common::sscnmf(&[
+        "learn",
+        "--soundfont",
+        sf2s,
+        "--pitches",
+        "60-62",
+        "--iterations",
+        "20",
+        "-q",
+        "--no-calibrate",
+        "-o",
+        bare.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(TemplateDictionary::load(&bare).unwrap().calibration, None);
 
     let missing = dir.path().join("missing.sf2");
     let o = common::sscnmf(&["learn", "--soundfont", missing.to_str().unwrap(), "-o", "x.templates"]);

@@ -1,6 +1,7 @@
 //! `sscnmf learn`: templates from isolated notes.
 
 use super::*;
+use sscnmf::calibration::{calibrate_on_folder, calibrate_on_soundfont, Calibration};
 
 #[derive(Args, Debug)]
 pub(super) struct LearnArgs {
@@ -57,6 +58,12 @@ pub(super) struct LearnArgs {
     /// Learn in f64 instead of f32.
     #[arg(long)]
     exact: bool,
+    /// Do not calibrate the decision rule (δ, offsets, velocities). By default it is calibrated
+    /// on a 60 s synthetic mix of the folder's isolated notes of the --sustain variant at
+    /// intensities M and F (needs the `.mid` beside each) or, with --soundfont, of the preset's
+    /// notes at velocities 70 and 100; transcribe then uses it.
+    #[arg(long)]
+    no_calibrate: bool,
     /// Replace the output file if it exists.
     #[arg(long)]
     overwrite: bool,
@@ -111,9 +118,57 @@ pub(super) fn learn(a: LearnArgs) -> anyhow::Result<()> {
     }
     let learner = template_learner(&a, decode, source)?;
     let bar = progress(notes.len(), a.quiet, "learning");
-    let dictionary = learner.learn(&notes, |_| bar.inc(1))?;
+    let mut dictionary = learner.learn(&notes, |_| bar.inc(1))?;
     bar.finish_and_clear();
+    match (&a.manifest, &a.notes_dir) {
+        (None, Some(dir)) if !a.no_calibrate => {
+            // Every intensity of the learned sustain variant (calibrate_on_folder keeps M and F).
+            let sustain = a.sustain.parse::<u8>().unwrap_or(0);
+            calibrate_dictionary(&a, &mut dictionary, |t| calibrate_on_folder(t, dir, sustain));
+        }
+        (Some(_), _) if !a.no_calibrate && !a.quiet => eprintln!(
+            "note: not calibrated (a manifest gives no ground truth to calibrate on); transcription will use δ = \
+             {DEFAULT_THRESHOLD}"
+        ),
+        _ => {}
+    }
     save_and_report(&a, &dictionary)
+}
+
+/// Calibrates the decision rule of `dictionary` with `how` (unless
+/// `--no-calibrate`), saying what was chosen; a failure leaves it
+/// uncalibrated with a note (learning still succeeds).
+fn calibrate_dictionary(
+    a: &LearnArgs,
+    dictionary: &mut TemplateDictionary,
+    how: impl FnOnce(&Transcriber) -> sscnmf::Result<Calibration>,
+) {
+    if a.no_calibrate {
+        return;
+    }
+    let spinner = progress(1, a.quiet, "calibrating");
+    let calibrated = Transcriber::new(dictionary.clone()).and_then(|t| how(&t));
+    spinner.finish_and_clear();
+    match calibrated {
+        Ok(c) => {
+            if !a.quiet {
+                eprintln!(
+                    "calibrated on a {:.0} s mix of {} isolated notes: δ = {:.2} (onset F {:.1} %), offsets at {} \
+                     of the peak, velocity = {:.1} + {:.2}·ln(peak) (error {:.1})",
+                    c.mix_seconds,
+                    c.mix_notes,
+                    c.threshold,
+                    100.0 * c.mix_onset_f,
+                    c.offset_fraction,
+                    c.velocity_intercept,
+                    c.velocity_slope,
+                    c.mix_velocity_mae
+                );
+            }
+            dictionary.calibration = Some(c);
+        }
+        Err(e) => eprintln!("note: not calibrated ({e}); transcription will use δ = {DEFAULT_THRESHOLD}"),
+    }
 }
 
 /// The CNMF learner the arguments describe.
@@ -158,8 +213,9 @@ fn learn_from_soundfont(a: &LearnArgs, sf2: &Path) -> anyhow::Result<()> {
     let notes = render_isolated_notes(&sound_font, preset, &pitches, timing, learner.stft.sample_rate)?;
     bar.inc(pitches.len() as u64);
     bar.set_message("learning");
-    let dictionary = learner.learn_rendered(&notes, |_| bar.inc(1))?;
+    let mut dictionary = learner.learn_rendered(&notes, |_| bar.inc(1))?;
     bar.finish_and_clear();
+    calibrate_dictionary(a, &mut dictionary, |t| calibrate_on_soundfont(t, &sound_font, preset, &pitches));
     save_and_report(a, &dictionary)
 }
 

@@ -16,7 +16,7 @@ use sscnmf::notes::{read_notes, write_notes, NoteFormat};
 use sscnmf::soundfont::{render_isolated_notes, IsolatedNoteTiming, LoadedSoundFont, Preset};
 use sscnmf::spectrogram::StftConfig;
 use sscnmf::templates::{discover_maps_notes, is_audio_file, read_manifest, TemplateDictionary, TemplateLearner};
-use sscnmf::transcription::{ActivationScale, Method, Model, Transcriber, DEFAULT_THRESHOLD};
+use sscnmf::transcription::{ActivationScale, Method, Model, OffsetRule, Transcriber, DEFAULT_THRESHOLD};
 use sscnmf::{Error, ErrorKind};
 
 #[derive(Parser, Debug)]
@@ -50,8 +50,9 @@ sscnmf learn --soundfont /usr/share/sounds/sf2/FluidR3_GM.sf2 --program 0 -o flu
 The folder's files must follow MAPS's naming MAPS_ISOL_NO_<I>_S<s>_M<midi>_<piano>.<wav|flac|mp3|ogg> \
 (e.g. MAPS_ISOL_NO_M_S0_M60_ENSTDkCl.wav); with --manifest any names work. Each recording should hold one \
 note, struck once. With --soundfont, each pitch of --pitches is rendered alone from the SoundFont's preset \
-(--bank, --program) at --velocity, with MAPS's timing, and learned in memory. The output is a safetensors file \
-(see the README for its layout).")]
+(--bank, --program) at --velocity, with MAPS's timing, and learned in memory. Then the decision rule (δ, \
+offsets, velocities) is calibrated on a synthetic mix of the isolated notes (unless --no-calibrate) and stored \
+in the file. The output is a safetensors file (see the README for its layout).")]
     Learn(LearnArgs),
     /// Transcribe audio files to MIDI (and CSV, MAPS txt or JSON note lists).
     #[command(

@@ -41,8 +41,15 @@ pub(super) struct TranscribeArgs {
     #[command(flatten)]
     sound: SoundArgs,
     /// δ of the onset rule (eq. 10), as a fraction of the recording's largest activation.
-    #[arg(long, default_value_t = DEFAULT_THRESHOLD)]
-    threshold: f64,
+    /// Default (cnmf): the δ calibrated on the dictionary's isolated notes by `learn`; 0.11 for
+    /// a dictionary without a calibration and for nmf and attack-decay.
+    #[arg(long)]
+    threshold: Option<f64>,
+    /// Where notes end: decay (when the activation falls below a fraction of its peak, or at
+    /// the next onset of the pitch; the fraction is the dictionary's calibrated one for cnmf,
+    /// else 0.01) or run-end (the end of eq. 10's on-run, the paper's notes: a few frames long).
+    #[arg(long, default_value = "decay", value_parser = ["decay", "run-end"])]
+    offsets: String,
     /// Threshold raw activations, as the paper did (δ then depends on the recording's level).
     #[arg(long)]
     raw_activations: bool,
@@ -268,7 +275,12 @@ fn transcriber(a: &TranscribeArgs) -> anyhow::Result<Transcriber> {
     if a.exact && method == Method::AttackDecay {
         bail!("--exact applies to cnmf and nmf; the attack/decay model runs in f32 only");
     }
-    transcriber.detector.threshold = a.threshold;
+    if let Some(threshold) = a.threshold {
+        transcriber.detector.threshold = threshold;
+    }
+    if a.offsets == "run-end" {
+        transcriber.detector.offsets = OffsetRule::RunEnd;
+    }
     if a.raw_activations {
         transcriber.detector.scale = ActivationScale::Raw;
     }
@@ -344,6 +356,12 @@ pub(super) fn transcribe(a: TranscribeArgs) -> anyhow::Result<()> {
         }
     }
     let transcriber = transcriber(&a)?;
+    // A dictionary of the user's own learned before calibration existed (the
+    // built-in one is documented as uncalibrated): say what was used instead.
+    let uncalibrated = a.threshold.is_none()
+        && a.templates.is_some()
+        && transcriber.method() == Method::Cnmf
+        && transcriber.dictionary().calibration.is_none();
     let renderer = if a.sonify { Some(a.sound.renderer()?) } else { None };
     let plans = plan(&a, &inputs)?;
     let todo: Vec<usize> = (0..plans.len()).filter(|&i| plans[i].is_some()).collect();
@@ -475,6 +493,13 @@ pub(super) fn transcribe(a: TranscribeArgs) -> anyhow::Result<()> {
             "wall_seconds": wall, "speed": speed, "jobs": parallelism.jobs,
         }});
         print_line(&summary);
+    }
+    if uncalibrated && done > 0 && !a.quiet {
+        eprintln!(
+            "note: {} has no calibration (learned before calibration existed?); used δ = {DEFAULT_THRESHOLD} and \
+             uncalibrated velocities (re-run `sscnmf learn` to calibrate)",
+            a.templates.as_ref().map_or(String::new(), |p| p.display().to_string())
+        );
     }
     if several && !a.quiet {
         eprintln!(

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::dataset::Piano;
 use crate::attack_decay::{AttackDecayLearner, AttackDecayModel};
+use crate::calibration;
 use crate::factorization::RankOneCnmf;
 use crate::templates::{discover_maps_notes, TemplateDictionary, TemplateLearner};
 use crate::transcription::{Activations, Method, Transcriber};
@@ -64,13 +65,15 @@ fn isolated_notes(piano: &Piano) -> Result<(&PathBuf, u32)> {
 }
 
 /// A model loaded from `cached` when that file is there (with the learning
-/// time recorded beside it, `<file>.json`), else made by `learn` and, when
+/// time recorded beside it, `<file>.json`), else made by `learn` then
+/// `finish` (not timed: the record's time is the learning's) and, when
 /// `cached` is given, saved there (atomically, by `save`) with its record.
 fn learn_or_load_model<M>(
     cached: Option<PathBuf>,
     load: impl Fn(&Path) -> Result<M>,
     save: impl Fn(&M, &Path) -> Result<()>,
     learn: impl FnOnce() -> Result<M>,
+    finish: impl FnOnce(M) -> Result<M>,
     count: impl Fn(&M) -> usize,
 ) -> Result<Learned<M>> {
     let record_path = |p: &Path| {
@@ -97,6 +100,7 @@ fn learn_or_load_model<M>(
         cores: cores(),
         from_cache: false,
     };
+    let model = finish(model)?;
     if let Some(path) = &cached {
         let dir = path.parent().expect("in a folder");
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
@@ -108,10 +112,13 @@ fn learn_or_load_model<M>(
 }
 
 /// The templates of `piano` (its intensity-M, no-sustain isolated notes) at
-/// `tau` with the default learning parameters: loaded from `cache` when a
-/// file learned from the same folder with the same parameters and tool
-/// version is there, else learned (and saved there with a record of the
-/// learning time beside it).
+/// `tau` with the default learning parameters, calibrated on all its
+/// no-sustain isolated notes ([`crate::calibration::calibrate_on_folder`]):
+/// loaded from `cache` when a file learned from the same folder with the same
+/// parameters, tool version and calibration procedure
+/// ([`crate::calibration::procedure_key`]) is there, else learned (and saved
+/// there with a record of the learning time beside it; the record's time
+/// excludes the calibration).
 pub fn learn_or_load(piano: &Piano, tau: usize, cache: Option<&Path>) -> Result<LearnedTemplates> {
     let (isolated, source) = isolated_notes(piano)?;
     let learner = TemplateLearner {
@@ -121,19 +128,31 @@ pub fn learn_or_load(piano: &Piano, tau: usize, cache: Option<&Path>) -> Result<
     };
     let cached = cache.map(|dir| {
         dir.join(format!(
-            "{}-{source:08x}-M-tau{}-it{}-beta{}-v{}.templates",
+            "{}-{source:08x}-M-tau{}-it{}-beta{}-v{}-cal{:08x}.templates",
             piano.name,
             tau,
             learner.cnmf.iterations,
             learner.cnmf.beta.value(),
-            env!("CARGO_PKG_VERSION")
+            env!("CARGO_PKG_VERSION"),
+            fnv1a(calibration::procedure_key().as_bytes(), FNV_OFFSET) as u32,
         ))
     });
+    // Notes without a `.mid` ground truth cannot calibrate: the dictionary stays uncalibrated.
+    let calibrate = |mut dictionary: TemplateDictionary| {
+        dictionary.calibration =
+            match calibration::calibrate_on_folder(&Transcriber::new(dictionary.clone())?, isolated, 0) {
+                Ok(c) => Some(c),
+                Err(e) if e.kind() == crate::ErrorKind::InvalidInput => None,
+                Err(e) => return Err(e),
+            };
+        Ok(dictionary)
+    };
     learn_or_load_model(
         cached,
         TemplateDictionary::load,
         TemplateDictionary::save,
         || learner.learn(&discover_maps_notes(isolated, Some("M"), Some(0))?, |_| {}),
+        calibrate,
         |d| d.pitches.len(),
     )
 }
@@ -166,6 +185,7 @@ pub fn learn_or_load_attack_decay(piano: &Piano, cache: Option<&Path>) -> Result
         AttackDecayModel::load,
         AttackDecayModel::save,
         || learner.learn(&discover_maps_notes(isolated, Some("M"), Some(0))?, |_| {}),
+        Ok,
         |m| m.pitches.len(),
     )
 }

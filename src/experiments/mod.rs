@@ -47,7 +47,9 @@ pub use dataset::{dataset_layout, discover_maestro_dataset, discover_maps_datase
 pub use report::CrossPianoTable;
 
 use crate::audio::DecodeOptions;
-use crate::evaluation::{evaluate, Scores};
+use crate::evaluation::{
+    evaluate, precision_recall_f1_velocity, velocity_mean_absolute_error, MatchParams, Scores, VELOCITY_TOLERANCE,
+};
 use crate::factorization::Precision;
 use crate::notes::{read_notes, Note};
 use crate::transcription::{ActivationScale, Activations, Method, Model, OnsetDetector, Transcriber};
@@ -228,6 +230,60 @@ pub struct SongResult {
     /// With [`ExperimentConfig::compare_exact`]: the reference path's notes
     /// at the default δ (0 otherwise).
     pub reference_notes_at_default: usize,
+    /// The scores of the tool's default decision rule (the dictionary's
+    /// calibration, or the uncalibrated defaults).
+    pub default_rule: RuleScores,
+}
+
+/// The scores of one decision rule on one song, or their means over songs.
+#[derive(Debug, Clone, Copy, Serialize, Default, PartialEq)]
+pub struct RuleScores {
+    /// Onset-only scores.
+    pub onset: Point,
+    /// Onset + offset F (offset ratio 0.2).
+    pub onset_offset_f: f64,
+    /// Onset + velocity F (mir_eval.transcription_velocity, offsets ignored,
+    /// velocity tolerance 0.1); `None` when the reference has no velocities
+    /// (a MAPS `.txt` without its `.mid`).
+    pub onset_velocity_f: Option<f64>,
+    /// Onset + offset + velocity F (mir_eval.transcription_velocity's
+    /// defaults).
+    pub onset_offset_velocity_f: Option<f64>,
+    /// Mean absolute velocity error (MIDI units) of the onset-matched notes.
+    pub velocity_mae: Option<f64>,
+}
+
+impl RuleScores {
+    /// The scores of `estimate` against `reference` (and `with_velocity`, the
+    /// reference with its velocities, when there is one).
+    pub fn of(reference: &[Note], with_velocity: Option<&[Note]>, estimate: &[Note]) -> RuleScores {
+        let scores = evaluate(reference, estimate, 0.05, 0.2);
+        let velocity_f = |params: MatchParams| {
+            with_velocity.map(|r| precision_recall_f1_velocity(r, estimate, &params, VELOCITY_TOLERANCE).f_measure)
+        };
+        RuleScores {
+            onset: Point::from(scores.onset),
+            onset_offset_f: scores.onset_offset.f_measure,
+            onset_velocity_f: velocity_f(MatchParams::onset_only()),
+            onset_offset_velocity_f: velocity_f(MatchParams::onset_offset()),
+            velocity_mae: with_velocity.map(|r| velocity_mean_absolute_error(r, estimate, &MatchParams::onset_only())),
+        }
+    }
+
+    /// The mean over `all` (each optional score over the songs that have it).
+    pub fn mean(all: &[RuleScores]) -> RuleScores {
+        let some = |f: &dyn Fn(&RuleScores) -> Option<f64>| {
+            let v: Vec<f64> = all.iter().filter_map(f).collect();
+            (!v.is_empty()).then(|| mean(v.into_iter()))
+        };
+        RuleScores {
+            onset: mean_point(&all.iter().map(|r| r.onset).collect::<Vec<_>>()),
+            onset_offset_f: mean(all.iter().map(|r| r.onset_offset_f)),
+            onset_velocity_f: some(&|r| r.onset_velocity_f),
+            onset_offset_velocity_f: some(&|r| r.onset_offset_velocity_f),
+            velocity_mae: some(&|r| r.velocity_mae),
+        }
+    }
 }
 
 impl SongResult {
@@ -281,6 +337,14 @@ pub struct Condition {
     pub songwise_onset_offset_f: f64,
     /// Mean onset scores at the configured default δ (or the nearest grid value).
     pub at_default: Point,
+    /// The δ of the tool's default rule for these templates: calibrated on
+    /// their isolated notes, or [`crate::transcription::DEFAULT_THRESHOLD`].
+    pub default_threshold: f64,
+    /// Whether the templates carry a calibration.
+    pub calibrated: bool,
+    /// Mean scores of the tool's default decision rule (its own δ, offsets
+    /// and velocities).
+    pub default_rule: RuleScores,
     /// How the model (the templates, or the attack/decay model) was
     /// obtained and how long learning it took.
     pub templates: LearnRecord,
@@ -322,7 +386,7 @@ pub struct Report {
     pub templates_from: PathBuf,
     /// δ grid.
     pub thresholds: Vec<f64>,
-    /// The default δ the tool uses.
+    /// The δ the tool uses for templates without a calibration.
     pub default_threshold: f64,
     /// Scaling of activations.
     pub activation_scale: String,
@@ -399,6 +463,9 @@ impl Condition {
             songwise: songwise_point(&songs, |s| &s.onset),
             songwise_onset_offset_f: mean(songs.iter().map(|s| s.onset_offset_f[s.best_index()])),
             at_default: at(default_index),
+            default_threshold: default,
+            calibrated: false,
+            default_rule: RuleScores::mean(&songs.iter().map(|s| s.default_rule).collect::<Vec<_>>()),
             songs,
             failed,
             templates,
@@ -422,6 +489,21 @@ fn best_global_index(songs: &[SongResult], n_grid: usize, points: impl Fn(&SongR
 fn songwise_point(songs: &[SongResult], points: impl Fn(&SongResult) -> &[Point]) -> Point {
     let best: Vec<Point> = songs.iter().map(|s| points(s)[best_index(points(s))]).collect();
     mean_point(&best)
+}
+
+/// The reference notes with velocities of a song whose reference is a MAPS
+/// `.txt` (which has none): the `.mid` beside it, if any; the reference
+/// itself when it is a MIDI file; `None` otherwise.
+pub fn velocity_reference(reference: &std::path::Path) -> Result<Option<Vec<Note>>> {
+    let ext = reference.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    let midi = match ext.as_str() {
+        "mid" | "midi" => reference.to_path_buf(),
+        _ => reference.with_extension("mid"),
+    };
+    if !midi.is_file() {
+        return Ok(None);
+    }
+    read_notes(&midi).map(Some)
 }
 
 /// The reference notes of the first `duration` seconds: onsets before it,
@@ -467,10 +549,13 @@ impl SongRunner<'_> {
         let reference = reference_excerpt(&read_notes(&song.reference)?, config.duration_seconds);
         let cache = config.cache.as_deref();
         let fast = cached_activations(&self.transcriber, &song.audio, cache)?;
+        let with_velocity =
+            velocity_reference(&song.reference)?.map(|notes| reference_excerpt(&notes, config.duration_seconds));
+        let default_detector = OnsetDetector { scale: config.scale, ..self.transcriber.detector };
         let sweep = |activations: &Activations| -> (Vec<Point>, Vec<f64>) {
             grid.iter()
                 .map(|&delta| {
-                    let detector = OnsetDetector { threshold: delta, scale: config.scale, ..Default::default() };
+                    let detector = OnsetDetector { threshold: delta, ..default_detector };
                     let scores = evaluate(&reference, &detector.detect(activations), 0.05, 0.2);
                     (Point::from(scores.onset), scores.onset_offset.f_measure)
                 })
@@ -489,11 +574,16 @@ impl SongRunner<'_> {
             identical_notes_at_default: None,
             notes_on_one_path_at_default: None,
             reference_notes_at_default: 0,
+            default_rule: RuleScores::of(
+                &reference,
+                with_velocity.as_deref(),
+                &default_detector.detect(&fast.activations),
+            ),
         };
         if let Some(exact) = &self.exact {
             let exact_activations = cached_activations(exact, &song.audio, cache)?.activations;
             result.exact_onset = sweep(&exact_activations).0;
-            let detector = OnsetDetector { scale: config.scale, ..Default::default() };
+            let detector = default_detector;
             let (fast_notes, exact_notes) = (detector.detect(&fast.activations), detector.detect(&exact_activations));
             result.identical_notes_at_default = Some(fast_notes == exact_notes);
             result.notes_on_one_path_at_default =
@@ -606,6 +696,9 @@ pub fn run_experiment(config: &ExperimentConfig, progress: impl Fn(usize, usize,
             exact.regression.precision = Precision::Exact;
             exact
         });
+        // Only CNMF reads the dictionary's calibration (it was calibrated on CNMF activations).
+        let calibrated = method == Method::Cnmf && transcriber.dictionary().calibration.is_some();
+        let train_threshold = transcriber.detector.threshold;
         let runner = SongRunner { config, transcriber, exact };
         let todo: Vec<(usize, &Song)> =
             pairs(train).into_iter().flat_map(|i| tests[i].songs.iter().map(move |s| (i, s))).collect();
@@ -630,7 +723,9 @@ pub fn run_experiment(config: &ExperimentConfig, progress: impl Fn(usize, usize,
                 }
             }
             let key = ConditionKey { method, train: &train.name, test: &tests[test].name, tau };
-            conditions.push(Condition::summarise(key, songs, failed, grid, default_threshold, record));
+            let mut c = Condition::summarise(key, songs, failed, grid, train_threshold, record);
+            c.calibrated = calibrated;
+            conditions.push(c);
         }
         Result::Ok(conditions)
     };
@@ -706,6 +801,7 @@ mod tests {
             identical_notes_at_default: None,
             notes_on_one_path_at_default: None,
             reference_notes_at_default: 0,
+            default_rule: RuleScores::default(),
         }
     }
 
