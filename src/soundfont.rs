@@ -197,7 +197,7 @@ pub(crate) fn collect_samples(
 }
 
 /// Samples per block handed to the sink of [`LoadedSoundFont::render_with`]
-/// (and of [`crate::synth::Renderer::render_with`]): 2¹⁶, 1.5 s at 44.1 kHz.
+/// (and of [`crate::synth::Render::render_with`]): 2¹⁶, 1.5 s at 44.1 kHz.
 pub const RENDER_BLOCK: usize = 1 << 16;
 
 /// When an isolated note is played: MAPS's and the dev set's timing by

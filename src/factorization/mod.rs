@@ -37,7 +37,7 @@
 //!
 //! # Paths
 //!
-//! - [`reference`]: plain f64 loops, written to be obviously correct; used by
+//! - [`reference`](mod@reference): plain f64 loops, written to be obviously correct; used by
 //!   the tests to check everything else.
 //! - [`kernels`]: the same updates as large matrix products (faer), in f32 or
 //!   f64. `M̂ = W_stack · H̃` with `W_stack` the F × τK matrix of all template
