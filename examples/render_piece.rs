@@ -1,6 +1,6 @@
 //! Writes the opening of J. S. Bach's Prelude in C major, BWV 846 (The
 //! Well-Tempered Clavier I; the score is public domain), as a MIDI file, and
-//! renders it through a SoundFont to a mono 16-bit WAV: the example piece in
+//! renders it through a SoundFont to a mono 16-bit WAV (peak −1 dBFS): the example piece in
 //! `examples/` (`scripts/make-example-piece.sh` runs this and encodes FLAC).
 //!
 //! ```sh
@@ -63,15 +63,7 @@ fn main() -> sscnmf::Result<()> {
     let rate = 44_100;
     let end = notes.iter().map(|n| n.offset).fold(0.0, f64::max) + 1.5;
     let samples = sound_font.render(Preset::default(), &notes, rate, end)?;
-    let peak = samples.iter().fold(0.0f32, |m, x| m.max(x.abs()));
-    let gain = 0.9 / peak.max(1e-9);
-    let spec =
-        hound::WavSpec { channels: 1, sample_rate: rate, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
-    let mut w = hound::WavWriter::create(&args[2], spec).map_err(|e| sscnmf::Error::invalid_input(e.to_string()))?;
-    for x in samples {
-        w.write_sample((x * gain * 32767.0).round() as i16).map_err(|e| sscnmf::Error::invalid_input(e.to_string()))?;
-    }
-    w.finalize().map_err(|e| sscnmf::Error::invalid_input(e.to_string()))?;
+    sscnmf::synth::write_wav(Path::new(&args[2]), &samples, rate)?;
     eprintln!("{} notes, {end:.1} s, preset 0:0 {:?}", notes.len(), sound_font.preset_name(Preset::default())?);
     Ok(())
 }

@@ -11,9 +11,9 @@
 //! |---|---|---|---|
 //! | `attack` | F32 | [K, F] | attack spectrum `A[:, k]` of pitch `pitches[k]` |
 //! | `decay` | F32 | [K, F] | decay spectrum `D[:, k]` |
-//! | `decay_rates` | F32 | [K] | `α_k`, per frame |
+//! | `decay_rates` | F32 | \[K\] | `α_k`, per frame |
 //! | `envelope` | F32 | [2L + 1] | the attack envelope `P`, `P[L]` at the onset, peak 1 |
-//! | `pitches` | U8 | [K] | MIDI pitches, strictly increasing |
+//! | `pitches` | U8 | \[K\] | MIDI pitches, strictly increasing |
 //!
 //! with the metadata of the template dictionary (`format` =
 //! `sscnmf-attack-decay`, `format_version`, the STFT, `beta`, `iterations`,

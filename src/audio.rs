@@ -173,7 +173,7 @@ pub fn decode_bytes(bytes: Vec<u8>, extension_hint: Option<&str>, options: &Deco
     }
     let len = bytes.len() as u64;
     let mut cursor = io::Cursor::new(bytes);
-    let patches = wav_header_patches(&mut cursor, len).map_err(|e| Error::new(ErrorKind::Io, e.to_string()))?;
+    let patches = wav_header_patches(&mut cursor, len)?;
     decode_source(Box::new(PatchedSource::new(Box::new(cursor), patches)), extension_hint, options)
 }
 
@@ -320,7 +320,7 @@ fn open_source(path: &Path) -> Result<Box<dyn MediaSource>> {
     if len == 0 {
         return Err(audio_error("empty file"));
     }
-    let patches = wav_header_patches(&mut file, len).map_err(|e| Error::io(path, e))?;
+    let patches = wav_header_patches(&mut file, len)?;
     Ok(Box::new(PatchedSource::new(Box::new(file), patches)))
 }
 
@@ -588,53 +588,107 @@ type Patch = (u64, [u8; 4]);
 /// every complete frame present instead of failing on, or dropping, the last
 /// packet. Anything else (not WAV, no data chunk found): no patches. The
 /// reader is left at offset 0.
-fn wav_header_patches<R: Read + Seek>(reader: &mut R, total_len: u64) -> io::Result<Vec<Patch>> {
-    let patches = scan_wav(reader, total_len).unwrap_or_default();
-    reader.seek(SeekFrom::Start(0))?;
+///
+/// The `fmt ` chunk met on the way is checked first ([`check_wav_format`]):
+/// Symphonia 0.5 panics on a sample rate of 0, and a clear message about the
+/// header is better than "the decoder failed".
+fn wav_header_patches<R: Read + Seek>(reader: &mut R, total_len: u64) -> Result<Vec<Patch>> {
+    let patches = scan_wav(reader, total_len)?.unwrap_or_default();
+    reader.seek(SeekFrom::Start(0)).map_err(|e| Error::new(ErrorKind::Io, format!("read error: {e}")))?;
     Ok(patches)
 }
 
-fn scan_wav<R: Read + Seek>(reader: &mut R, total_len: u64) -> Option<Vec<Patch>> {
-    let mut header = [0u8; 12];
-    reader.seek(SeekFrom::Start(0)).ok()?;
-    reader.read_exact(&mut header).ok()?;
-    if &header[0..4] != b"RIFF" || &header[8..12] != b"WAVE" {
-        return None;
+/// The format fields of a WAV `fmt ` chunk that a decoder divides by or
+/// allocates from: rejects 0 channels, a sample rate out of range, 0 bits per
+/// sample and a block alignment of 0.
+fn check_wav_format(fmt: &[u8; 16]) -> Result<()> {
+    let u16_at = |i: usize| u16::from_le_bytes([fmt[i], fmt[i + 1]]);
+    let channels = u16_at(2);
+    let rate = u32::from_le_bytes([fmt[4], fmt[5], fmt[6], fmt[7]]);
+    let block_align = u16_at(12);
+    let bits = u16_at(14);
+    if channels == 0 {
+        return Err(audio_error("corrupt WAV header: it declares 0 channels"));
     }
-    let riff_len = u32::from_le_bytes(header[4..8].try_into().ok()?);
-    let mut pos: u64 = 12;
+    check_rate(rate, "corrupt WAV header: its").map_err(|e| audio_error(e.message()))?;
+    if bits == 0 {
+        return Err(audio_error("corrupt WAV header: it declares 0 bits per sample"));
+    }
+    if block_align == 0 {
+        return Err(audio_error("corrupt WAV header: it declares a block alignment of 0 bytes"));
+    }
+    Ok(())
+}
+
+/// How far into a stream Symphonia's probe looks for a format's marker
+/// (`symphonia_core::probe::Probe::PROBE_SEARCH_LIMIT`): a WAV header may
+/// follow up to this many bytes of something else.
+const PROBE_SEARCH_LIMIT: u64 = 1 << 20;
+
+/// The offset of the first `RIFF....WAVE` marker within the probe's reach,
+/// where Symphonia's WAV reader would start, if any.
+fn find_riff_wave<R: Read + Seek>(reader: &mut R, total_len: u64) -> Option<u64> {
+    let reach = total_len.min(PROBE_SEARCH_LIMIT + 12);
+    let mut head = vec![0u8; usize::try_from(reach).ok()?];
+    reader.seek(SeekFrom::Start(0)).ok()?;
+    reader.read_exact(&mut head).ok()?;
+    head.windows(12).position(|w| &w[0..4] == b"RIFF" && &w[8..12] == b"WAVE").map(|p| p as u64)
+}
+
+/// Walks the chunks of a RIFF/WAVE stream: `Ok(None)` when it is not one (or
+/// cannot be read: the decoder then says what is wrong), an error for a bad
+/// `fmt ` chunk, else the patches of [`wav_header_patches`].
+fn scan_wav<R: Read + Seek>(reader: &mut R, total_len: u64) -> Result<Option<Vec<Patch>>> {
+    let Some(base) = find_riff_wave(reader, total_len) else {
+        return Ok(None);
+    };
+    let mut header = [0u8; 12];
+    if reader.seek(SeekFrom::Start(base)).is_err() || reader.read_exact(&mut header).is_err() {
+        return Ok(None);
+    }
+    let riff_len = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+    let mut pos: u64 = base + 12;
     // Chunks before the data chunk (fmt, fact, LIST, …): a bounded walk.
     for _ in 0..1024 {
         let mut chunk = [0u8; 8];
-        reader.seek(SeekFrom::Start(pos)).ok()?;
-        reader.read_exact(&mut chunk).ok()?;
-        let len = u32::from_le_bytes(chunk[4..8].try_into().ok()?);
+        if reader.seek(SeekFrom::Start(pos)).is_err() || reader.read_exact(&mut chunk).is_err() {
+            return Ok(None);
+        }
+        let len = u32::from_le_bytes([chunk[4], chunk[5], chunk[6], chunk[7]]);
         let data_start = pos + 8;
+        if &chunk[0..4] == b"fmt " && len >= 16 {
+            let mut fmt = [0u8; 16];
+            if reader.read_exact(&mut fmt).is_ok() {
+                check_wav_format(&fmt)?;
+            }
+        }
         if &chunk[0..4] == b"data" {
+            // The RIFF length counts from after its own 8 bytes.
+            let riff_needed = |data_len: u64| data_start + data_len - base - 8;
             let available = total_len.saturating_sub(data_start);
             if u64::from(len) <= available {
                 // The data fits; only a RIFF length too short for it needs fixing.
-                let needed = data_start + u64::from(len) - 8;
-                return if u64::from(riff_len) < needed && needed <= u64::from(u32::MAX) {
-                    Some(vec![(4, (needed as u32).to_le_bytes())])
+                let needed = riff_needed(u64::from(len));
+                return Ok(if u64::from(riff_len) < needed && needed <= u64::from(u32::MAX) {
+                    Some(vec![(base + 4, (needed as u32).to_le_bytes())])
                 } else {
                     None
-                };
+                });
             }
             let new_len = available.min(u64::from(u32::MAX)) as u32;
             let mut patches = vec![(pos + 4, new_len.to_le_bytes())];
-            let needed = data_start + u64::from(new_len) - 8;
+            let needed = riff_needed(u64::from(new_len));
             if u64::from(riff_len) < needed || riff_len == u32::MAX {
-                patches.push((4, (needed.min(u64::from(u32::MAX)) as u32).to_le_bytes()));
+                patches.push((base + 4, (needed.min(u64::from(u32::MAX)) as u32).to_le_bytes()));
             }
-            return Some(patches);
+            return Ok(Some(patches));
         }
         pos = data_start + u64::from(len) + u64::from(len & 1);
         if pos >= total_len {
-            return None;
+            return Ok(None);
         }
     }
-    None
+    Ok(None)
 }
 
 /// A media source that overwrites a few header bytes as they are read.
@@ -899,12 +953,31 @@ mod tests {
         b.extend_from_slice(b"WAVE");
         b.extend_from_slice(b"fmt ");
         b.extend_from_slice(&16u32.to_le_bytes());
-        b.extend_from_slice(&[0u8; 16]);
+        // PCM, mono, 22050 Hz, 44100 bytes/s, block 2, 16 bits.
+        for field in [
+            &1u16.to_le_bytes()[..],
+            &1u16.to_le_bytes(),
+            &22050u32.to_le_bytes(),
+            &44100u32.to_le_bytes(),
+            &2u16.to_le_bytes(),
+            &16u16.to_le_bytes(),
+        ] {
+            b.extend_from_slice(field);
+        }
         b.extend_from_slice(b"data");
         b.extend_from_slice(&1000u32.to_le_bytes());
         b.extend_from_slice(&[0u8; 10]);
         let len = b.len() as u64;
-        let patches = wav_header_patches(&mut io::Cursor::new(b), len).unwrap();
+        let patches = wav_header_patches(&mut io::Cursor::new(b.clone()), len).unwrap();
         assert_eq!(patches, vec![(40, 10u32.to_le_bytes())]);
+        // The same header with 0 channels, then a rate of 0: refused before decoding.
+        let mut no_channels = b.clone();
+        no_channels[22..24].copy_from_slice(&0u16.to_le_bytes());
+        let e = wav_header_patches(&mut io::Cursor::new(no_channels), len).unwrap_err();
+        assert_eq!(e.message(), "corrupt WAV header: it declares 0 channels");
+        let mut no_rate = b;
+        no_rate[24..28].copy_from_slice(&0u32.to_le_bytes());
+        let e = wav_header_patches(&mut io::Cursor::new(no_rate), len).unwrap_err();
+        assert!(e.message().starts_with("corrupt WAV header: its sample rate 0 Hz"), "{}", e.message());
     }
 }

@@ -1,7 +1,8 @@
 //! Writing output files safely: never a partial file, never a silent
 //! overwrite of an input.
 
-use std::io::Write;
+use std::fs::File;
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -15,11 +16,16 @@ static PENDING: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 /// otherwise leave them behind: a temporary file is removed on drop, and
 /// exiting drops nothing). Finished outputs are untouched, and an output
 /// whose rename is under way is either whole or not there.
+///
+/// The process must end right after: the list stays locked, so that no
+/// thread still at work (a batch writes several outputs at once) can make a
+/// temporary file after the sweep; such a thread waits until the exit.
 pub fn remove_pending_temporary_files() {
     let pending = PENDING.lock().unwrap_or_else(|e| e.into_inner());
     for path in pending.iter() {
         let _ = std::fs::remove_file(path);
     }
+    std::mem::forget(pending);
 }
 
 /// The folder an output file goes into (`.` for a bare file name).
@@ -36,6 +42,8 @@ fn output_folder(path: &Path) -> &Path {
 pub fn check_output_folder(path: &Path) -> Result<()> {
     let dir = output_folder(path);
     check_folder(path, dir)?;
+    // Made and removed under the lock, so an interrupt cannot leave it.
+    let _pending = PENDING.lock().unwrap_or_else(|e| e.into_inner());
     temporary_file(path, dir).map(drop)
 }
 
@@ -71,13 +79,30 @@ fn temporary_file(path: &Path, dir: &Path) -> Result<tempfile::NamedTempFile> {
 /// untouched and the temporary file is removed, so a reader never sees a
 /// half-written file and an interrupted run leaves no debris.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomically_with(path, |w| w.write_all(bytes).map_err(|e| Error::io(path, e)))
+}
+
+/// [`write_atomically`] for an output made piece by piece (too large to
+/// hold in memory): `write` writes it into the temporary file through a
+/// buffer (which also seeks, for formats whose header is patched at the
+/// end); an error from `write` leaves `path` untouched.
+pub fn write_atomically_with(path: &Path, write: impl FnOnce(&mut BufWriter<&File>) -> Result<()>) -> Result<()> {
     let dir = output_folder(path);
     check_folder(path, dir)?;
-    let mut tmp = temporary_file(path, dir)?;
-    let tmp_path = tmp.path().to_path_buf();
-    PENDING.lock().unwrap_or_else(|e| e.into_inner()).push(tmp_path.clone());
+    // Made and listed under the lock: the interrupt handler's sweep sees
+    // every temporary file that exists.
+    let (tmp, tmp_path) = {
+        let mut pending = PENDING.lock().unwrap_or_else(|e| e.into_inner());
+        let tmp = temporary_file(path, dir)?;
+        let tmp_path = tmp.path().to_path_buf();
+        pending.push(tmp_path.clone());
+        (tmp, tmp_path)
+    };
     let result = (|| {
-        tmp.write_all(bytes).map_err(|e| Error::io(path, e))?;
+        let mut w = BufWriter::new(tmp.as_file());
+        write(&mut w)?;
+        w.flush().map_err(|e| Error::io(path, e))?;
+        drop(w);
         tmp.as_file().sync_all().map_err(|e| Error::io(path, e))?;
         tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
         Ok(())
@@ -120,6 +145,26 @@ pub fn canonical_safetensors(bytes: Vec<u8>) -> Result<Vec<u8>> {
     out.extend_from_slice(&text);
     out.extend_from_slice(&bytes[8 + n..]);
     Ok(out)
+}
+
+/// Named f64 arrays, each `(name, shape, values in row-major order)`, and
+/// string metadata as (canonical) safetensors bytes with F64 tensors: for
+/// analysis results meant to be read by other tools (numpy, torch).
+pub fn f64_safetensors(
+    tensors: &[(&str, Vec<usize>, Vec<f64>)],
+    metadata: std::collections::HashMap<String, String>,
+) -> Result<Vec<u8>> {
+    use safetensors::tensor::{serialize, Dtype, TensorView};
+    let bytes: Vec<Vec<u8>> =
+        tensors.iter().map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect()).collect();
+    let mut views = Vec::with_capacity(tensors.len());
+    for ((name, shape, _), data) in tensors.iter().zip(&bytes) {
+        let view = TensorView::new(Dtype::F64, shape.clone(), data)
+            .map_err(|e| Error::internal(format!("tensor {name}: {e}")))?;
+        views.push((name.to_string(), view));
+    }
+    let bytes = serialize(views, &Some(metadata)).map_err(|e| Error::internal(format!("serialising tensors: {e}")))?;
+    canonical_safetensors(bytes)
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 
 use crate::audio::{decode_bytes, DecodeOptions};
 use crate::notes::{parse_csv, parse_json, parse_maps_txt, parse_midi, Note};
+use crate::spectrogram::{Stft, StftConfig};
 use crate::templates::TemplateDictionary;
 use crate::Error;
 
@@ -18,7 +19,9 @@ fn check_error(e: &Error) {
 
 /// Decodes `data` as audio (the format found from its content, with a WAV,
 /// then a FLAC hint), at most 60 s of it. Accepted audio is at a valid
-/// rate, has samples, and they are finite.
+/// rate, has samples, and they are finite; the magnitude STFT of its first
+/// second (the paper's settings, at the file's rate: what the pipeline does
+/// next) is finite and non-negative.
 pub fn decode(data: &[u8]) {
     let options = DecodeOptions { max_duration_seconds: 60.0, ..Default::default() };
     for hint in [Some("wav"), Some("flac")] {
@@ -28,6 +31,10 @@ pub fn decode(data: &[u8]) {
                 assert!(!audio.samples.is_empty());
                 assert!(audio.samples.len() as f64 <= 60.0 * f64::from(audio.sample_rate) + 1.0);
                 assert!(audio.samples.iter().all(|x| x.is_finite()), "non-finite sample accepted");
+                let config = StftConfig { sample_rate: audio.sample_rate, ..StftConfig::default() };
+                let first_second = &audio.samples[..audio.samples.len().min(audio.sample_rate as usize)];
+                let spectrogram = Stft::new(config).expect("the paper's STFT").magnitude(first_second);
+                assert!(spectrogram.data.iter().all(|x| x.is_finite() && *x >= 0.0), "bad spectrogram");
             }
             Err(e) => check_error(&e),
         }

@@ -8,7 +8,25 @@
 //!
 //! [`audio`] → [`spectrogram`] → [`factorization`] → [`templates`] →
 //! [`attack_decay`] (a baseline's model) → [`transcription`] (activations → notes) → [`notes`] (MIDI, CSV, MAPS txt) →
-//! [`evaluation`] → [`experiments`].
+//! [`evaluation`] → [`experiments`]; [`synth`] turns notes back into sound
+//! (the additive piano, or a SoundFont through [`soundfont`]), and [`plot`]
+//! draws pictures of any stage's results.
+//!
+//! ```no_run
+//! use std::path::Path;
+//! use sscnmf::notes::{write_notes, NoteFormat};
+//! use sscnmf::templates::TemplateDictionary;
+//! use sscnmf::transcription::Transcriber;
+//!
+//! # fn main() -> sscnmf::Result<()> {
+//! // Templates learned by `sscnmf learn`; `TemplateDictionary::builtin()` is the CLI's default.
+//! let dictionary = TemplateDictionary::load(Path::new("piano.templates"))?;
+//! let transcriber = Transcriber::new(dictionary)?;
+//! let transcription = transcriber.transcribe_file(Path::new("song.flac"))?;
+//! write_notes(Path::new("song.mid"), &transcription.notes, NoteFormat::Midi)?;
+//! # Ok(())
+//! # }
+//! ```
 
 // Numerical loops read like the formulas they implement (W[f,i,q], H[q,t−i]);
 // index loops are clearer there than iterator chains.
@@ -24,9 +42,17 @@ pub mod factorization;
 pub mod files;
 pub mod fuzzing;
 pub mod notes;
+pub mod plot;
 pub mod soundfont;
 pub mod spectrogram;
+pub mod synth;
 pub mod templates;
 pub mod transcription;
 
 pub use error::{Error, ErrorKind, Result};
+
+/// The README's Rust examples, compiled as doc tests (`cargo test --doc`),
+/// so that the library tour cannot go stale.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeExamples;

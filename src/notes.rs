@@ -221,7 +221,16 @@ fn notes_error(message: impl Into<String>) -> Error {
 }
 
 /// Sorts notes by (onset, pitch, offset, velocity), the order every reader returns.
+///
+/// A time of −0 (a text "-0") becomes +0 first: the sort's total order puts
+/// −0 before +0, while they are the same time (found by `cargo fuzz`: a note
+/// at −0 with a higher pitch sorted before one at +0).
 pub fn sort_notes(notes: &mut [Note]) {
+    for n in notes.iter_mut() {
+        // x + 0.0 is x, except that −0 + 0 = +0.
+        n.onset += 0.0;
+        n.offset += 0.0;
+    }
     notes.sort_by(|a, b| {
         a.onset
             .total_cmp(&b.onset)
@@ -375,6 +384,22 @@ fn track_events(track: &[u8], index: usize) -> Result<Vec<(u64, TrackEventKind<'
     }
 }
 
+/// An SMPTE division (top bit of the header's division word set) must hold
+/// −24, −25, −29 or −30 frames per second in its high byte (SMF 1.0). Checked
+/// before midly 0.5, whose reader negates that byte as an `i8` and overflows
+/// (a panic where overflow checks are on) on −128; found by `cargo fuzz`.
+fn check_smpte_division(bytes: &[u8]) -> Result<()> {
+    if let Some(&hi) = bytes.get(12) {
+        if hi & 0x80 != 0 && ![-24i8, -25, -29, -30].contains(&(hi as i8)) {
+            return Err(notes_error(format!(
+                "bad MIDI header: an SMPTE division of {} frames per second (24, 25, 29 or 30)",
+                -i16::from(hi as i8)
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Parses a standard MIDI file (format 0 or 1) held in memory.
 ///
 /// The semantics (tempo map, overlapping and zero-length notes, channels,
@@ -384,6 +409,7 @@ pub fn parse_midi(bytes: &[u8]) -> Result<Vec<Note>> {
     if !bytes.starts_with(b"MThd") {
         return Err(notes_error("not a MIDI file (no MThd header)"));
     }
+    check_smpte_division(bytes)?;
     let (header, _) = midly::parse(bytes).map_err(|e| notes_error(format!("bad MIDI header: {e}")))?;
     if header.format == Format::Sequential {
         return Err(notes_error("MIDI format 2 (sequential tracks) is not supported"));
@@ -989,6 +1015,13 @@ mod tests {
     }
 
     #[test]
+    fn negative_zero_is_time_zero() {
+        let notes = parse_csv("-0,0.5,61,100\n0,1,60,100\n").unwrap();
+        assert_eq!((notes[0].pitch, notes[1].pitch), (60, 61));
+        assert!(notes.iter().all(|n| n.onset.is_sign_positive()));
+    }
+
+    #[test]
     fn smpte_division() {
         // 25 fps × 40 ticks per frame = 1000 ticks per second; tempo is ignored.
         let t = mtrk(&[(0, &tempo(100_000)), (250, &[0x90, 60, 100]), (1000, &[0x80, 60, 0])]);
@@ -999,6 +1032,12 @@ mod tests {
         let division = u16::from_be_bytes([(-29i8) as u8, 100]);
         let notes = parse_midi(&smf(0, division, &[t])).unwrap();
         assert!((notes[0].offset - 1.001).abs() < 1e-12, "{notes:?}");
+        // −128 (which midly negates with an overflow) and 0x80 | 12 are no SMPTE rates.
+        for hi in [0x80u8, 0x8c] {
+            let t = mtrk(&[(0, &[0x90, 60, 100]), (3000, &[0x80, 60, 0])]);
+            let e = parse_midi(&smf(0, u16::from_be_bytes([hi, 100]), &[t])).unwrap_err();
+            assert!(e.message().starts_with("bad MIDI header: an SMPTE division of"), "{e}");
+        }
     }
 
     #[test]

@@ -15,7 +15,7 @@
 //! | tensor | dtype | shape | meaning |
 //! |---|---|---|---|
 //! | `templates` | F32 (or BF16) | [K, τ, F] | `templates[q, i, f]` = W[f, i, q] of the paper, each template summing to 1 |
-//! | `pitches` | U8 | [K] | MIDI pitch of template q, strictly increasing |
+//! | `pitches` | U8 | \[K\] | MIDI pitch of template q, strictly increasing |
 //!
 //! and string metadata (`__metadata__`): `format` = `sscnmf-templates`,
 //! `format_version` = `1`, `sample_rate`, `n_fft`, `win_length`,

@@ -346,12 +346,20 @@ fn cases() -> Vec<Case> {
             outcome: error("cut-frame.flac", "truncated: the file ends before its first complete block of audio"),
         },
         Case {
-            name: "WAV with sample rate 0 (the decoder panics; caught)",
+            name: "WAV with sample rate 0",
             make: |d| {
                 write(d.join("rate0.wav"), &common::raw_wav(1, 1, 0, 16, 100, &[0; 100]));
                 transcribe(d, "rate0.wav", &[])
             },
-            outcome: error("rate0.wav", "corrupt audio: the decoder failed on this file"),
+            outcome: error("rate0.wav", "corrupt WAV header: its sample rate 0 Hz is out of range"),
+        },
+        Case {
+            name: "WAV with 0 channels",
+            make: |d| {
+                write(d.join("mono0.wav"), &common::raw_wav(1, 0, 22050, 16, 100, &[0; 100]));
+                transcribe(d, "mono0.wav", &[])
+            },
+            outcome: error("mono0.wav", "corrupt WAV header: it declares 0 channels"),
         },
         Case {
             name: "WAV with 0 samples",
@@ -991,8 +999,15 @@ fn an_interrupted_batch_leaves_whole_outputs_and_a_rerun_continues() {
     args[1] = arg(&songs);
     let mut child =
         Command::new(env!("CARGO_BIN_EXE_sscnmf")).args(&args).stderr(std::process::Stdio::piped()).spawn().unwrap();
-    // Wait for the first output, then interrupt.
-    while std::fs::read_dir(&out).unwrap().count() == 0 {
+    // Wait for the first output (not a temporary file being written: it
+    // can be seen while it is flushed to disk), then interrupt.
+    let finished = |out: &Path| {
+        std::fs::read_dir(out)
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "mid"))
+            .count()
+    };
+    while finished(&out) == 0 {
         assert!(child.try_wait().unwrap().is_none(), "the batch ended before any output");
         std::thread::sleep(std::time::Duration::from_millis(5));
     }

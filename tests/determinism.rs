@@ -6,6 +6,7 @@
 //! The recording is a dev song (`$SSCNMF_DATA`, else `../shared/data/dev`,
 //! as in `tests/dev_data.rs`) with templates learned from three of its
 //! piano's isolated notes; without the dev data, a synthetic song and notes.
+//! A batch gives the same files whatever `--jobs`.
 
 mod common;
 
@@ -94,4 +95,48 @@ fn same_bytes_across_runs_and_thread_counts() {
     assert!(notes.len() > 10, "a real transcription: {} notes", notes.len());
     assert!(midis[0] == midis[1], "MIDI differs between 1 and 2 threads");
     assert!(midis[1] == midis[2], "MIDI differs between two runs");
+}
+
+/// Issue 5: a batch gives the same files whatever `--jobs` and the number
+/// of threads (files one at a time on two threads, three at a time on one
+/// thread each, two at a time with one thread in all): MIDI, CSV and the
+/// sonified WAV, with the built-in dictionary.
+#[test]
+fn batch_outputs_do_not_depend_on_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let songs = dir.path().join("songs");
+    std::fs::create_dir(&songs).unwrap();
+    for (k, pitches) in [[60u8, 64, 67], [57, 62, 69], [48, 55, 72]].into_iter().enumerate() {
+        let mut song = vec![0.0f32; 4 * RATE as usize];
+        for (i, pitch) in pitches.into_iter().enumerate() {
+            let start = ((0.3 + i as f64) * f64::from(RATE)) as usize;
+            for (j, s) in common::tone(RATE, pitch, 0.9).into_iter().enumerate() {
+                song[start + j] += s;
+            }
+        }
+        common::write_wav(&songs.join(format!("song{k}.wav")), RATE, &song);
+    }
+    let mut runs = Vec::new();
+    for (threads, jobs) in [(2, "1"), (3, "3"), (1, "2")] {
+        let out = dir.path().join(format!("out-{threads}-{jobs}"));
+        std::fs::create_dir(&out).unwrap();
+        let (s, o) = (songs.to_str().unwrap(), out.to_str().unwrap());
+        sscnmf(threads, &["transcribe", s, "-o", o, "--jobs", jobs, "--format", "csv", "--sonify", "-q"]);
+        let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap()))
+            .collect();
+        files.sort();
+        runs.push(files);
+    }
+    assert_eq!(runs[0].len(), 9, "{:?}", runs[0].iter().map(|f| &f.0).collect::<Vec<_>>());
+    let midi = runs[0].iter().find(|f| f.0 == "song0.mid").expect("song0.mid");
+    let notes = sscnmf::notes::parse_midi(&midi.1).unwrap();
+    assert!(notes.len() >= 3, "a real transcription: {} notes", notes.len());
+    for run in &runs[1..] {
+        for (a, b) in runs[0].iter().zip(run) {
+            assert!(a == b, "{} differs between runs", a.0);
+        }
+    }
 }

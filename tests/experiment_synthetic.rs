@@ -472,3 +472,96 @@ fn calibrated_templates_in_the_experiment_and_in_learn() {
         assert_eq!(String::from_utf8_lossy(&o.stderr).contains("has no calibration"), noted);
     }
 }
+
+/// Every file under `dir`, with its bytes.
+fn file_contents(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(file_contents(&path));
+        } else {
+            out.push((path.clone(), std::fs::read(&path).unwrap()));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Ctrl-C in the middle of `sscnmf experiment`: the process ends with code
+/// 130, every cache entry it wrote is whole (it loads), no temporary file
+/// and no report is left; the re-run reuses those entries untouched (they
+/// are the songs.csv rows marked from_cache) and completes the report.
+#[test]
+fn an_interrupted_experiment_leaves_a_whole_cache_and_a_rerun_resumes_from_it() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("maps");
+    write_maps_dataset(&data);
+    let out = root.path().join("out");
+    let arg = |p: &Path| p.to_str().unwrap().to_string();
+    let args: Vec<String> = [
+        "experiment",
+        &arg(&data),
+        "--tau",
+        "5,10,20",
+        "--methods",
+        "cnmf,nmf",
+        "--jobs",
+        "1",
+        "--quiet",
+        "--out",
+        &arg(&out),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sscnmf"))
+        .args(&args)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let activations = out.join("cache/activations");
+    while std::fs::read_dir(&activations).map_or(0, |d| d.count()) == 0 {
+        assert!(child.try_wait().unwrap().is_none(), "the experiment ended before any song was cached");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let kill = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    let o = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+
+    let before = file_contents(&out);
+    for (path, bytes) in &before {
+        let name = path.file_name().unwrap().to_str().unwrap();
+        assert!(!name.starts_with(".tmp"), "temporary file left: {path:?}");
+        assert!(
+            !matches!(name, "report.md" | "results.json" | "songs.csv"),
+            "a report from an unfinished run: {path:?}"
+        );
+        if name.ends_with(".safetensors") || name.ends_with(".templates") {
+            safetensors::SafeTensors::deserialize(bytes).unwrap_or_else(|e| panic!("{path:?} is not whole: {e}"));
+        }
+    }
+    let cached_songs = before.iter().filter(|(p, _)| p.starts_with(&activations)).count();
+    assert!(cached_songs > 0);
+
+    let o = common::sscnmf(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "the broken song fails, the rest completes: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let after = file_contents(&out);
+    for (path, bytes) in &before {
+        let now = after.iter().find(|(p, _)| p == path).unwrap_or_else(|| panic!("{path:?} was removed"));
+        assert_eq!(&now.1, bytes, "{path:?} was rewritten");
+    }
+    let songs_csv = std::fs::read_to_string(out.join("songs.csv")).unwrap();
+    let from_cache = songs_csv.lines().skip(1).filter(|l| l.ends_with(",true")).count();
+    assert_eq!(from_cache, cached_songs, "{songs_csv}");
+    assert!(songs_csv.lines().skip(1).any(|l| l.ends_with(",false")), "the re-run computed the rest");
+    assert!(std::fs::read_to_string(out.join("report.md")).unwrap().contains("broken"));
+}

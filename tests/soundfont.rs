@@ -18,20 +18,7 @@ fn tiny(dir: &Path) -> std::path::PathBuf {
     path
 }
 
-/// |DFT| of `x` at `freq` Hz.
-fn dft_magnitude(x: &[f32], rate: f64, freq: f64) -> f64 {
-    let (mut re, mut im) = (0.0, 0.0);
-    for (i, &v) in x.iter().enumerate() {
-        let ph = 2.0 * std::f64::consts::PI * freq * i as f64 / rate;
-        re += v as f64 * ph.cos();
-        im += v as f64 * ph.sin();
-    }
-    (re * re + im * im).sqrt() / x.len() as f64
-}
-
-fn peak(x: &[f32]) -> f32 {
-    x.iter().fold(0.0f32, |m, v| m.max(v.abs()))
-}
+use common::{dft_magnitude, peak};
 
 #[test]
 fn isolated_notes_have_maps_timing_and_pitch() {

@@ -30,7 +30,10 @@ the method of Wu, Marmoret & Cohen, \"Semi-Supervised Convolutive NMF for Automa
     after_help = "Examples:\n  sscnmf transcribe examples/bach-prelude-c.flac\n  \
 sscnmf learn data/FluidR3/ISOL/NO -o fluid.templates\n  \
 sscnmf transcribe song.flac --templates fluid.templates -o song.mid --format csv\n  \
-sscnmf evaluate song.txt song.mid\n\nExit codes: 0 success, 2 bad usage or input (the message names the file), \
+sscnmf evaluate song.txt song.mid\n  \
+sscnmf render song.mid -o song.wav\n  \
+sscnmf plot roll song.flac --reference song.mid -o roll.png\n  \
+sscnmf decompose song.flac --model nmf --rank 7 --end 6 --plot nmf.png\n\nExit codes: 0 success, 2 bad usage or input (the message names the file), \
 1 internal error, 130 interrupted (Ctrl-C)."
 )]
 struct Cli {
@@ -56,9 +59,19 @@ in the file. The output is a safetensors file (see the README for its layout).")
         after_help = "Examples:\n  sscnmf transcribe examples/bach-prelude-c.flac                 # the built-in piano\n  \
 sscnmf transcribe song.flac --templates piano.templates\n  \
 sscnmf transcribe a.wav b.wav -o out/ --templates piano.templates --format csv --format txt\n  \
-sscnmf transcribe long.mp3 --templates piano.templates --offset 60 --duration 30 --threshold 0.08\n\n\
-Without -o, each output goes beside its input (song.flac -> song.mid). Existing files are not replaced \
-unless --overwrite is given."
+sscnmf transcribe long.mp3 --templates piano.templates --offset 60 --duration 30 --threshold 0.08\n  \
+sscnmf transcribe song.flac --sonify                # also song.sonified.wav, to hear it\n  \
+sscnmf transcribe song.flac --sonify --soundfont FluidR3_GM.sf2 --program 0\n  \
+sscnmf transcribe 'songs/*.flac' -o out/ --jobs 2   # a glob, 2 files at a time\n  \
+sscnmf transcribe song.flac --plot                  # also song.png, its piano roll\n  \
+sscnmf transcribe songs/ -o out/ --json -q > results.jsonl\n\n\
+Without -o, each output goes beside its input (song.flac -> song.mid; with --sonify, song.sonified.wav, which \
+starts at --offset and lasts as long as the audio transcribed or until the last release has faded; with --plot, song.png). Existing files are not replaced unless \
+--overwrite is given.\n\n\
+Several files (folders, globs) are transcribed --jobs at a time (default: one per core, each file on one \
+thread; the outputs are the same whatever --jobs). A file that fails is reported and the others go on; the \
+batch ends with a summary (files done, failed with the reason, audio time, wall time, speed) and exit code \
+2 if any failed. --json prints one line per file (in input order), then {\"summary\": {...}}. Ctrl-C stops at once: finished outputs are whole, unfinished ones are not written."
     )]
     Transcribe(TranscribeArgs),
     /// Score a transcription against a reference, as mir_eval.transcription does.
@@ -85,23 +98,65 @@ songs.csv to --out, and caches templates, attack/decay models and activations in
 an interruption, reuses them. A song that fails is listed in the report and the run goes on (exit code 2 at the \
 end).")]
     Experiment(ExperimentArgs),
+    /// Play a note list (MIDI, CSV, MAPS txt, JSON) into a WAV file, to listen to it.
+    #[command(
+        after_help = "Examples:\n  sscnmf render song.mid -o song.wav                       # the built-in additive piano\n  \
+sscnmf render song.csv -o song.wav --soundfont /usr/share/sounds/sf2/FluidR3_GM.sf2 --program 0\n  \
+sscnmf render MAPS_MUS-bach_ENSTDkCl.txt -o reference.wav --sample-rate 22050\n\n\
+Without --soundfont the notes are played by a small additive piano built into the binary (up to 16 \
+slightly stretched partials, each decaying exponentially, the higher ones faster; velocity sets the level; \
+no pedal): it always works and is meant for hearing which notes a transcription holds, not for beauty. With \
+--soundfont, rustysynth plays the preset (--bank, --program; reverb and chorus off). The file is mono \
+16-bit PCM, scaled to peak at -1 dBFS, and lasts until the last release has faded (0.25 s after the last \
+note off with the built-in piano, 1 s with a SoundFont)."
+    )]
+    Render(RenderArgs),
     /// Time each stage of a transcription, fast path against the exact (f64) reference.
     #[command(after_help = "Example:\n  sscnmf bench song.flac --templates piano.templates --duration 30\n\n\
 Prints the wall time of decoding, STFT, initialisation, iterations and note reading, the iterations per \
 second, the effective GFLOP/s of the products, the peak memory, the speed-up over the exact path and \
 whether both paths give the same notes.")]
     Bench(BenchArgs),
+    /// Pictures (PNG or SVG): spectrogram, templates, activations, piano roll against a reference.
+    #[command(after_help = "Examples:\n  \
+sscnmf plot spectrogram examples/bach-prelude-c.flac -o spectrogram.png --duration 8\n  \
+sscnmf plot templates --notes 36,60,84 -o templates.png\n  \
+sscnmf plot activations examples/bach-prelude-c.flac -o activations.png --duration 8\n  \
+sscnmf plot roll examples/bach-prelude-c.flac --reference examples/bach-prelude-c.reference.mid -o roll.png\n\n\
+The format follows the output's extension (.png or .svg). See `sscnmf plot <KIND> --help`.")]
+    Plot(PlotArgs),
+    /// Blind NMF or CNMF of an excerpt, or its best rank-one approximations (the tutorial's analyses).
+    #[command(after_help = "Examples:\n  \
+sscnmf decompose examples/bach-prelude-c.flac --model nmf --rank 7 --end 2.1 --plot nmf.png\n  \
+sscnmf decompose song.wav --model cnmf --rank 4 --tau 10 --start 6 --end 8 -o factors.safetensors\n  \
+sscnmf decompose MAPS_ISOL_NO_M_S0_M69_ENSTDkAm.wav --model rank-one --end 4 --plot a4.png\n\n\
+The magnitude spectrogram (the paper's STFT) of the excerpt --start..--end is factorised from scratch, with no \
+templates: nmf is M = WH with the KL divergence and Lee & Seung's multiplicative updates; cnmf gives each \
+component a template of --tau frames (Smaragdis). The start is seeded-random (--seed), so runs repeat. Components \
+are sorted by the fundamental estimated from their spectra; the table gives each one's f0, pitch and share of the \
+model, and the KL divergence and relative Frobenius error of the fit. rank-one gives, for a single note, the best \
+rank-one approximations: in KL the closed form (M1)(1'M)/(1'M1), in Frobenius the SVD's leading triplet.\n\n\
+-o writes safetensors with F64 tensors: W [rank, tau, bins] (each template of unit sum), H [rank, frames], \
+fundamental_hz [rank] (NaN when none), loss_history; for rank-one w_kl, h_kl, w_frobenius, h_frobenius. \
+The metadata holds the STFT and the parameters.")]
+    Decompose(DecomposeArgs),
 }
 
 mod bench;
+mod decompose;
 mod evaluate;
 mod experiment;
 mod learn;
+mod plot;
+mod render;
 mod transcribe;
 use bench::{bench, BenchArgs};
+use decompose::{decompose, DecomposeArgs};
 use evaluate::{evaluate_cmd, EvaluateArgs};
 use experiment::{experiment, ExperimentArgs};
 use learn::{learn, LearnArgs};
+use plot::{plot, PlotArgs};
+use render::{render, RenderArgs};
 use transcribe::{transcribe, TranscribeArgs};
 
 /// The last panic's message and location, kept by the panic hook.
@@ -146,7 +201,10 @@ pub fn main() -> i32 {
         Command::Transcribe(a) => transcribe(a),
         Command::Evaluate(a) => evaluate_cmd(a),
         Command::Experiment(a) => experiment(a),
+        Command::Render(a) => render(a),
         Command::Bench(a) => bench(a),
+        Command::Plot(a) => plot(a),
+        Command::Decompose(a) => decompose(a),
     });
     let Ok(result) = result else {
         let message = PANIC_MESSAGE.lock().unwrap_or_else(|e| e.into_inner()).take().unwrap_or_default();
@@ -233,6 +291,18 @@ fn load_model(path: Option<&Path>) -> anyhow::Result<Model> {
         Some(path) => Model::load(path)?,
         None => Model::Templates(TemplateDictionary::builtin()?),
     })
+}
+
+/// A transcriber running `method` (default: the model's own) on the model
+/// in `templates` (default: the built-in dictionary); errors name the file.
+fn transcriber_for(templates: Option<&Path>, method: Option<Method>) -> anyhow::Result<(Transcriber, Method)> {
+    let model = load_model(templates)?;
+    let method = method.unwrap_or(model.default_method());
+    let transcriber = Transcriber::for_method(method, model).map_err(|e| match templates {
+        Some(path) => e.with_path(path),
+        None => e,
+    })?;
+    Ok((transcriber, method))
 }
 
 /// `--chunk-seconds` in frames of the dictionary's STFT.

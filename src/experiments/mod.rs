@@ -5,7 +5,7 @@
 //! `ISOL/NO` recordings (intensity M, no sustain); for every test piano each
 //! song's first `duration` seconds are transcribed once, and the onset rule's
 //! δ is swept over a grid without recomputing the activations. Besides the
-//! paper's CNMF, [`ExperimentConfig::methods`] can add its baselines with the
+//! paper's CNMF, the `methods` of [`ExperimentConfig`] can add its baselines with the
 //! same pre- and post-processing: supervised NMF on the first slices of the
 //! same templates (at each τ), and the attack/decay model of Cheng et al.
 //! (2016), learned from the same isolated notes (it has no τ, so it runs

@@ -37,7 +37,7 @@
 //!
 //! # Paths
 //!
-//! - [`reference`]: plain f64 loops, written to be obviously correct; used by
+//! - [`reference`](mod@reference): plain f64 loops, written to be obviously correct; used by
 //!   the tests to check everything else.
 //! - [`kernels`]: the same updates as large matrix products (faer), in f32 or
 //!   f64. `M̂ = W_stack · H̃` with `W_stack` the F × τK matrix of all template
@@ -47,6 +47,9 @@
 //!   of threads, so results are bit-identical whatever `RAYON_NUM_THREADS`.
 //! - [`attack_decay`]: the attack/decay model of Cheng et al. (ISMIR 2016),
 //!   a baseline: fitting its onset activations and training it on one note.
+//! - [`blind`]: blind NMF and CNMF of an excerpt (unsupervised), and the
+//!   closed-form best rank-one approximations (Frobenius and KL): the
+//!   tutorial's analyses behind `sscnmf decompose`.
 //! - [`rank_one_kl`]: template learning's fast path, the rank-one KL updates
 //!   fused into one pass over the bins per iteration (f32, SIMD).
 //!
@@ -58,6 +61,7 @@
 //! "Semi-Supervised Convolutive NMF for Automatic Music Transcription", SMC 2022.
 
 pub mod attack_decay;
+pub mod blind;
 pub mod kernels;
 pub mod rank_one;
 pub mod rank_one_kl;

@@ -178,3 +178,29 @@ pub fn tiny_dictionary() -> sscnmf::templates::TemplateDictionary {
         calibration: None,
     }
 }
+
+/// Exit code 2 and a single line `error: ...` that mentions `needle`, no panic.
+pub fn assert_input_error(o: &Output, needle: &str) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "stderr: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line expected: {err}");
+    assert!(err.starts_with("error: "), "{err}");
+    assert!(err.contains(needle), "`{needle}` not in: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+/// |DFT| of `x` at `freq` Hz (sampled at `rate` Hz), per sample.
+pub fn dft_magnitude(x: &[f32], rate: f64, freq: f64) -> f64 {
+    let (mut re, mut im) = (0.0, 0.0);
+    for (i, &v) in x.iter().enumerate() {
+        let ph = 2.0 * std::f64::consts::PI * freq * i as f64 / rate;
+        re += v as f64 * ph.cos();
+        im += v as f64 * ph.sin();
+    }
+    (re * re + im * im).sqrt() / x.len() as f64
+}
+
+/// The largest |sample|.
+pub fn peak(x: &[f32]) -> f32 {
+    x.iter().fold(0.0f32, |m, v| m.max(v.abs()))
+}
