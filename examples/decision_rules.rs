@@ -161,14 +161,14 @@ fn mix_designs(piano: &Piano, transcriber: &Transcriber, songs: &[Song]) -> sscn
 fn mix_design(transcriber: &Transcriber, songs: &[Song], dir: &Path, settings: MixSettings) -> sscnmf::Result<()> {
     {
         let c = calibrate_on_folder_with(transcriber, dir, 0, &settings)?;
-        let (f, f_off) = scores(songs, &c.detector());
+        let (f, f_off) = scores(songs, &OnsetDetector::calibrated(&c));
         println!(
             "{:?} {:?}: δ {:.2}, offsets {:?} (mix onset F {:.1}, onset+offset F {:.1}) -> songs onset F {:.1}, \
              onset+offset F {:.1} ({:.0} % of onset F)",
             settings.release,
             settings.held_times,
             c.threshold,
-            c.offsets(),
+            OffsetRule::calibrated(&c),
             100.0 * c.mix_onset_f,
             100.0 * c.mix_onset_offset_f,
             100.0 * f,

@@ -25,15 +25,16 @@ use std::path::Path;
 
 use crate::audio::DecodeOptions;
 use crate::factorization::attack_decay::{combine_notes, AttackDecayParams, NoteTraining};
+use crate::model_file::open_model_file;
 use crate::spectrogram::{Stft, StftConfig};
 use crate::templates::{
-    f32_values, learn_each, model_metadata, note_spectrogram, open_model_file, read_model_params, read_pitches,
-    NoteRecording, TemplateParams,
+    f32_values, learn_each, model_metadata, note_spectrogram, read_model_params, read_pitches, NoteRecording,
+    TemplateParams,
 };
 use crate::{Error, ErrorKind, Result};
 
 /// The model file's format name (`format` metadata key).
-pub const FORMAT_NAME: &str = "sscnmf-attack-decay";
+pub const FORMAT_NAME: &str = crate::model_file::ATTACK_DECAY_FORMAT;
 /// The model file's format version written by this build.
 pub const FORMAT_VERSION: u32 = 1;
 

@@ -58,9 +58,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
 
 use crate::audio::{load_audio, DecodeOptions};
+pub use crate::decision::Calibration;
 use crate::evaluation::{match_notes, precision_recall_f1_overlap, MatchParams};
 use crate::notes::{read_notes, Note};
 use crate::soundfont::{IsolatedNoteTiming, LoadedSoundFont, Preset};
@@ -69,7 +69,7 @@ use crate::transcription::{
     ActivationScale, Activations, DecayRate, OffsetRule, OnsetDetector, Transcriber, VelocityRule,
     ACTIVE_PITCH_FRACTION,
 };
-use crate::{Error, ErrorKind, Result};
+use crate::{Error, Result};
 
 /// The offset fractions tried by [`calibrate`].
 pub const OFFSET_FRACTIONS: [f64; 9] = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3];
@@ -77,91 +77,6 @@ pub const OFFSET_FRACTIONS: [f64; 9] = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0
 /// The activation scaling of calibrated rules: δ relative to a typical
 /// note's peak, which transfers from the mix to songs (see the module docs).
 pub const CALIBRATED_SCALE: ActivationScale = ActivationScale::MeanPitchPeak;
-
-fn one() -> usize {
-    1
-}
-
-/// What [`calibrate`] chose, stored in the dictionary file.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Calibration {
-    /// δ of eq. 10, on activations scaled by [`scale`](Self::scale).
-    pub threshold: f64,
-    /// The activation scaling δ is relative to (files of the first
-    /// calibrations, without it: max-scaled).
-    #[serde(default)]
-    pub scale: ActivationScale,
-    /// The fraction of [`OffsetRule::Decay`].
-    pub offset_fraction: f64,
-    /// The free decay rate of [`OffsetRule::Decay`] (`None`: a fixed floor).
-    #[serde(default)]
-    pub offset_decay_rate: Option<DecayRate>,
-    /// The bridge of [`OffsetRule::Decay`] (frames).
-    #[serde(default = "one")]
-    pub offset_bridge: usize,
-    /// `a` of the velocity fit `a + b · ln(raw peak)`.
-    pub velocity_intercept: f64,
-    /// `b` of the velocity fit.
-    pub velocity_slope: f64,
-    /// Seconds of the calibration mix.
-    pub mix_seconds: f64,
-    /// Notes in the calibration mix.
-    pub mix_notes: usize,
-    /// The mix's seed.
-    pub seed: u64,
-    /// Onset F-measure on the mix at the chosen δ.
-    pub mix_onset_f: f64,
-    /// Onset + offset F-measure on the mix at the chosen δ and offset rule.
-    pub mix_onset_offset_f: f64,
-    /// Mean absolute velocity error (MIDI units) of the mix's onset-matched
-    /// notes after the fit.
-    pub mix_velocity_mae: f64,
-}
-
-impl Calibration {
-    /// The onset detector this calibration describes (21-frame moving
-    /// average).
-    pub fn detector(&self) -> OnsetDetector {
-        OnsetDetector {
-            threshold: self.threshold,
-            scale: self.scale,
-            offsets: self.offsets(),
-            velocity: VelocityRule::LogPeak { intercept: self.velocity_intercept, slope: self.velocity_slope },
-            ..OnsetDetector::default()
-        }
-    }
-
-    /// The offset rule chosen.
-    pub fn offsets(&self) -> OffsetRule {
-        OffsetRule::Decay { fraction: self.offset_fraction, rate: self.offset_decay_rate, bridge: self.offset_bridge }
-    }
-
-    /// As the dictionary file's `calibration` metadata.
-    pub fn to_json(&self) -> String {
-        serde_json::to_string(self).expect("plain numbers")
-    }
-
-    /// Parses the `calibration` metadata, checking that the rule's numbers
-    /// are usable.
-    pub fn from_json(json: &str) -> Result<Calibration> {
-        let bad = |why: String| Error::new(ErrorKind::Templates, format!("metadata `calibration`: {why}"));
-        let c: Calibration = serde_json::from_str(json).map_err(|e| bad(e.to_string()))?;
-        let rate = c.offset_decay_rate.map_or([0.0, 0.0], |r| [r.intercept, r.slope]);
-        let finite = [c.threshold, c.offset_fraction, c.velocity_intercept, c.velocity_slope, rate[0], rate[1]];
-        if finite.iter().any(|x| !x.is_finite())
-            || c.threshold < 0.0
-            || !(0.0..1.0).contains(&c.offset_fraction)
-            || !(1..=1000).contains(&c.offset_bridge)
-        {
-            return Err(bad(
-                "threshold, decay rate and velocity fit must be finite, the offset fraction in [0, 1), the bridge \
-                 1 to 1000 frames"
-                    .into(),
-            ));
-        }
-        Ok(c)
-    }
-}
 
 /// One isolated-note recording with its ground truth.
 #[derive(Debug, Clone, PartialEq)]
@@ -727,13 +642,13 @@ mod tests {
         let bad = Calibration { offset_bridge: 0, ..c.clone() };
         assert!(Calibration::from_json(&bad.to_json()).is_err());
         assert!(Calibration::from_json("{}").is_err());
-        let d = c.detector();
+        let d = OnsetDetector::calibrated(&c);
         assert_eq!((d.threshold, d.scale), (0.1, ActivationScale::MeanPitchPeak));
         assert_eq!(d.offsets, OffsetRule::Decay { fraction: 0.2, rate: Some(rate), bridge: 5 });
         // The first calibrations' files (no scale, decay rate or bridge): max-scaled, a fixed floor.
         let first = r#"{"threshold":0.12,"offset_fraction":0.002,"velocity_intercept":90.2,"velocity_slope":28.3,
             "mix_seconds":60.0,"mix_notes":335,"seed":7,"mix_onset_f":0.99,"mix_onset_offset_f":0.68,"mix_velocity_mae":6.0}"#;
-        let d = Calibration::from_json(first).unwrap().detector();
+        let d = OnsetDetector::calibrated(&Calibration::from_json(first).unwrap());
         assert_eq!((d.threshold, d.scale, d.offsets), (0.12, ActivationScale::Max, OffsetRule::decay(0.002)));
     }
 

@@ -10,7 +10,10 @@
 //! [`attack_decay`] (a baseline's model) → [`transcription`] (activations → notes) → [`notes`] (MIDI, CSV, MAPS txt) →
 //! [`evaluation`] → [`experiments`]; [`synth`] turns notes back into sound
 //! (the additive piano, or a SoundFont through [`soundfont`]), and [`plot`]
-//! draws pictures of any stage's results.
+//! draws pictures of any stage's results. [`calibration`] chooses the
+//! decision rule's numbers on the isolated notes; they travel in the
+//! dictionary file as plain data ([`decision`]), and [`model_file`] tells the
+//! kinds of model file apart, so that no stage depends on a later one.
 //!
 //! ```no_run
 //! use std::path::Path;
@@ -35,12 +38,14 @@
 pub mod attack_decay;
 pub mod audio;
 pub mod calibration;
+pub mod decision;
 pub mod error;
 pub mod evaluation;
 pub mod experiments;
 pub mod factorization;
 pub mod files;
 pub mod fuzzing;
+pub mod model_file;
 pub mod notes;
 pub mod plot;
 pub mod soundfont;

@@ -22,7 +22,7 @@
 //! `hop_length`, `window` (`hann`), `tau`, `beta`, `iterations`,
 //! `tool_version`, `source` (free text), `missing_pitches` (JSON list of the
 //! MIDI pitches 21..=108 with no template), and optionally `calibration`
-//! (JSON of [`crate::calibration::Calibration`]: the δ, offset fraction and
+//! (JSON of [`crate::decision::Calibration`]: the δ, offset fraction and
 //! velocity fit calibrated on the isolated notes; files without it — written
 //! before it existed — load with the uncalibrated defaults).
 //!
@@ -38,12 +38,15 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 
 use crate::audio::{load_audio, DecodeOptions};
+use crate::decision::Calibration;
 use crate::factorization::{learn_rank_one, Beta, ConvTemplates, Matrix, RankOneCnmf};
+pub use crate::model_file::model_file_format;
+use crate::model_file::open_model_file;
 use crate::spectrogram::{Stft, StftConfig};
 use crate::{Error, ErrorKind, Result};
 
 /// The dictionary file's format name (`format` metadata key).
-pub const FORMAT_NAME: &str = "sscnmf-templates";
+pub const FORMAT_NAME: &str = crate::model_file::TEMPLATES_FORMAT;
 /// The dictionary file's format version written by this build.
 pub const FORMAT_VERSION: u32 = 1;
 /// The piano's range: A0 (21) to C8 (108).
@@ -76,7 +79,7 @@ pub struct TemplateDictionary {
     pub params: TemplateParams,
     /// The decision rule calibrated on the isolated notes (`None`: not
     /// calibrated; transcription then uses the uncalibrated defaults).
-    pub calibration: Option<crate::calibration::Calibration>,
+    pub calibration: Option<Calibration>,
 }
 
 impl TemplateDictionary {
@@ -176,7 +179,7 @@ impl TemplateDictionary {
             }
         }
         let calibration = match meta.get("calibration") {
-            Some(json) => Some(crate::calibration::Calibration::from_json(json)?),
+            Some(json) => Some(Calibration::from_json(json)?),
             None => None,
         };
         Ok(TemplateDictionary { templates: ConvTemplates::new(f, tau, k, data)?, pitches, params, calibration })
@@ -242,17 +245,6 @@ pub enum StoredPrecision {
     Bf16,
 }
 
-/// The kinds of model file this tool writes, by their `format` metadata.
-const KNOWN_FORMATS: &[(&str, &str)] =
-    &[(FORMAT_NAME, "a CNMF template dictionary"), (crate::attack_decay::FORMAT_NAME, "an attack/decay model")];
-
-/// The `format` metadata of a safetensors file (`sscnmf-templates`,
-/// `sscnmf-attack-decay`, …), if it has one.
-pub fn model_file_format(bytes: &[u8]) -> Option<String> {
-    let (_, header) = safetensors::SafeTensors::read_metadata(bytes).ok()?;
-    header.metadata().as_ref()?.get("format").cloned()
-}
-
 /// The metadata shared by the model files: `format`, `format_version`, the
 /// STFT, `beta`, `iterations`, `tool_version`, `source`, `missing_pitches`.
 pub(crate) fn model_metadata(
@@ -279,41 +271,6 @@ pub(crate) fn model_metadata(
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect()
-}
-
-/// Parses a model file and checks that its `format` is `format` (naming
-/// the kind it is otherwise) and its version `version`. `what` names the
-/// expected kind in messages ("templates file").
-pub(crate) fn open_model_file<'a>(
-    bytes: &'a [u8],
-    format: &str,
-    version: u32,
-    what: &str,
-) -> Result<(safetensors::SafeTensors<'a>, HashMap<String, String>)> {
-    use safetensors::tensor::SafeTensors;
-    let bad = |msg: String| Error::new(ErrorKind::Templates, msg);
-    let st = SafeTensors::deserialize(bytes).map_err(|e| bad(format!("not a valid {what} ({e})")))?;
-    let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| bad(format!("not a valid {what} ({e})")))?;
-    let meta = header.metadata().clone().unwrap_or_default();
-    let Some(found) = meta.get("format") else {
-        return Err(bad(format!("not a {what}: metadata `format` is missing")));
-    };
-    if found != format {
-        return Err(match KNOWN_FORMATS.iter().find(|(name, _)| name == found) {
-            Some((_, kind)) => bad(format!("this is {kind} (format `{found}`), not a {what}")),
-            None => bad(format!("not a {what} (format `{found}`)")),
-        });
-    }
-    let found: u32 = meta
-        .get("format_version")
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| bad("metadata `format_version` is missing or not a number".into()))?;
-    if found != version {
-        return Err(bad(format!(
-            "{what} format version {found} is not supported by this sscnmf (reads version {version})"
-        )));
-    }
-    Ok((st, meta))
 }
 
 /// The STFT and learning parameters of a model file's metadata, validated.

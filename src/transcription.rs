@@ -59,6 +59,8 @@ use std::path::Path;
 
 use crate::attack_decay::AttackDecayModel;
 use crate::audio::{stream_audio, DecodeOptions};
+use crate::decision::Calibration;
+pub use crate::decision::{ActivationScale, DecayRate, ACTIVE_PITCH_FRACTION};
 use crate::factorization::attack_decay::{AttackDecayParams, OnsetRegression};
 use crate::factorization::{ConvTemplates, ConvolutiveRegression, FitInfo, Matrix};
 use crate::notes::Note;
@@ -177,30 +179,6 @@ impl Activations {
     }
 }
 
-/// How activations are scaled before thresholding.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ActivationScale {
-    /// Divided by the recording's largest activation (default): δ is a
-    /// fraction of the loudest note and independent of the recording's level.
-    #[default]
-    Max,
-    /// Divided by the mean of the pitches' peaks: each pitch's largest
-    /// activation in the recording, over the pitches whose peak is at least
-    /// [`ACTIVE_PITCH_FRACTION`] of the largest. Like [`Max`](Self::Max)
-    /// independent of the level, but δ is then relative to a typical note's
-    /// peak rather than to the single loudest one, so it transfers between
-    /// recordings of different dynamics (a δ calibrated on isolated notes
-    /// holds on songs; docs/results/dev/decision-offsets-velocity.md).
-    MeanPitchPeak,
-    /// Raw activations, as in the paper: δ depends on the recording's level.
-    Raw,
-}
-
-/// The pitches whose peak is at least this fraction of the recording's
-/// largest activation count in [`ActivationScale::MeanPitchPeak`].
-pub const ACTIVE_PITCH_FRACTION: f64 = 0.05;
-
 /// Where a note ends (see the [module docs](self)).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum OffsetRule {
@@ -234,28 +212,10 @@ impl OffsetRule {
     pub fn decay(fraction: f64) -> Self {
         OffsetRule::Decay { fraction, rate: None, bridge: 1 }
     }
-}
 
-/// The free decay rate of an activation, per pitch:
-/// `λ(p) = exp(intercept + slope · (p − 60))` per second (a line in the log
-/// rate: a piano's strings decay faster the higher they are).
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct DecayRate {
-    /// `ln λ` at middle C (MIDI 60), λ in 1/s.
-    pub intercept: f64,
-    /// Change of `ln λ` per semitone.
-    pub slope: f64,
-}
-
-impl DecayRate {
-    /// λ(p) in 1/s (capped at 1000).
-    pub fn at(&self, pitch: u8) -> f64 {
-        let r = (self.intercept + self.slope * (f64::from(pitch) - 60.0)).exp();
-        if r.is_finite() {
-            r.min(1000.0)
-        } else {
-            1000.0
-        }
+    /// The offset rule a calibration chose.
+    pub fn calibrated(c: &Calibration) -> Self {
+        OffsetRule::Decay { fraction: c.offset_fraction, rate: c.offset_decay_rate, bridge: c.offset_bridge }
     }
 }
 
@@ -347,6 +307,17 @@ impl Default for OnsetDetector {
 }
 
 impl OnsetDetector {
+    /// The onset detector a calibration describes (21-frame moving average).
+    pub fn calibrated(c: &Calibration) -> Self {
+        OnsetDetector {
+            threshold: c.threshold,
+            scale: c.scale,
+            offsets: OffsetRule::calibrated(c),
+            velocity: VelocityRule::LogPeak { intercept: c.velocity_intercept, slope: c.velocity_slope },
+            ..OnsetDetector::default()
+        }
+    }
+
     /// The factor activations are multiplied by before thresholding.
     pub fn scale_factor(&self, activations: &Activations) -> f64 {
         let inverse = |m: f64| if m > 0.0 && m.is_finite() { 1.0 / m } else { 1.0 };
@@ -518,7 +489,7 @@ pub struct Transcriber {
     /// iterations with annealed sparsity, f32).
     pub onset_regression: OnsetRegression,
     /// How notes are read from H (default for CNMF: the dictionary's
-    /// calibration ([`crate::calibration::Calibration::detector`]) when it
+    /// calibration ([`OnsetDetector::calibrated`]) when it
     /// has one, else [`OnsetDetector::default`]: eq. 10 with δ =
     /// [`DEFAULT_THRESHOLD`] on max-scaled activations).
     pub detector: OnsetDetector,
@@ -551,7 +522,7 @@ impl Transcriber {
         };
         let stft = Stft::new(dictionary.params.stft.clone())?;
         let detector = match (&dictionary.calibration, method) {
-            (Some(c), Method::Cnmf) => c.detector(),
+            (Some(c), Method::Cnmf) => OnsetDetector::calibrated(c),
             _ => OnsetDetector::default(),
         };
         Ok(Transcriber {
