@@ -580,6 +580,36 @@ impl Transcriber {
         self.method
     }
 
+    /// Fit only the spectrogram's bins below `max_frequency` Hz (and the
+    /// same bins of the templates; [`crate::spectrogram::StftConfig::bins_below`]);
+    /// `None` fits all of them. The iterations' cost is proportional to the
+    /// bins kept. The STFT and the stored templates are not changed. An
+    /// error for a frequency that is not in (0 Hz, Nyquist], and for a cut
+    /// with the attack/decay method (its regression fits every bin).
+    pub fn set_max_frequency(&mut self, max_frequency: Option<f64>) -> Result<()> {
+        let stft = &self.dictionary.params.stft;
+        let Some(hz) = max_frequency else {
+            self.regression.max_bins = None;
+            return Ok(());
+        };
+        let bins = stft.bins_below(hz)?;
+        if bins < stft.n_bins() && self.method == Method::AttackDecay {
+            return Err(Error::invalid_input(
+                "a highest frequency applies to cnmf and nmf; the attack/decay model fits every bin",
+            ));
+        }
+        self.regression.max_bins = (bins < stft.n_bins()).then_some(bins);
+        Ok(())
+    }
+
+    /// The highest frequency fitted, in Hz: the top kept bin's centre
+    /// frequency (the Nyquist frequency when every bin is fitted).
+    pub fn max_frequency(&self) -> f64 {
+        let stft = &self.dictionary.params.stft;
+        let bins = self.regression.max_bins.unwrap_or(stft.n_bins()).clamp(1, stft.n_bins());
+        (bins - 1) as f64 * stft.sample_rate as f64 / stft.n_fft as f64
+    }
+
     /// The attack/decay model's parameters ([`Method::AttackDecay`] only).
     pub fn attack_decay_params(&self) -> Option<&AttackDecayParams> {
         self.attack_decay.as_ref()
@@ -847,6 +877,25 @@ impl<'a> ChunkedFit<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_highest_frequency_sets_the_regressions_bins() {
+        let mut t = Transcriber::new(TemplateDictionary::builtin().unwrap()).unwrap();
+        assert_eq!((t.regression.max_bins, t.max_frequency()), (None, 22050.0));
+        t.set_max_frequency(Some(11025.0)).unwrap();
+        assert_eq!(t.regression.max_bins, Some(2048));
+        assert!((t.max_frequency() - 2047.0 * 44100.0 / 8192.0).abs() < 1e-9);
+        for bad in [-5.0, 0.0, f64::NAN, 30000.0] {
+            let e = t.set_max_frequency(Some(bad)).unwrap_err();
+            assert_eq!(e.kind(), crate::ErrorKind::InvalidInput, "{bad}");
+            assert_eq!(t.regression.max_bins, Some(2048), "{bad}: a refused value changes nothing");
+        }
+        t.set_max_frequency(Some(22050.0)).unwrap();
+        assert_eq!(t.regression.max_bins, None);
+        t.set_max_frequency(Some(5512.5)).unwrap();
+        t.set_max_frequency(None).unwrap();
+        assert_eq!(t.regression.max_bins, None);
+    }
 
     #[test]
     fn moving_average_is_zero_padded() {

@@ -18,6 +18,11 @@ pub(super) struct BenchArgs {
     /// Skip the exact (f64) reference run.
     #[arg(long)]
     no_exact: bool,
+    /// Fit only the spectrogram's bins below this frequency (Hz; up to the Nyquist frequency,
+    /// 22050 at 44.1 kHz, which fits all bins). The iterations' time is proportional to the bins
+    /// kept; the templates file is not changed. Both paths fit the same bins.
+    #[arg(long, value_name = "HZ")]
+    max_frequency: Option<f64>,
     /// Chunk length for long recordings (see `transcribe --chunk-seconds`).
     #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
     chunk_seconds: f64,
@@ -40,6 +45,7 @@ pub(super) fn bench(a: BenchArgs) -> anyhow::Result<()> {
         None => TemplateDictionary::builtin()?,
     };
     let mut transcriber = Transcriber::new(dictionary)?;
+    apply_max_frequency(&mut transcriber, a.max_frequency, a.templates.as_deref())?;
     transcriber.decode = DecodeOptions { duration_seconds: Some(a.duration), ..Default::default() };
     transcriber.chunking.chunk_frames = chunk_frames(a.chunk_seconds, transcriber.dictionary())?;
     let total = |t: &sscnmf::transcription::Transcription| {

@@ -305,6 +305,22 @@ fn transcriber_for(templates: Option<&Path>, method: Option<Method>) -> anyhow::
     Ok((transcriber, method))
 }
 
+/// `--max-frequency`: fit only the bins below `hz` (none: the transcriber's
+/// default); an error names the templates file, whose sample rate bounds it.
+fn apply_max_frequency(transcriber: &mut Transcriber, hz: Option<f64>, templates: Option<&Path>) -> anyhow::Result<()> {
+    let Some(hz) = hz else {
+        return Ok(());
+    };
+    transcriber.set_max_frequency(Some(hz)).map_err(|e| {
+        let e = Error::invalid_input(format!("--max-frequency {hz}: {e}"));
+        match templates {
+            Some(path) => e.with_path(path),
+            None => e,
+        }
+    })?;
+    Ok(())
+}
+
 /// `--chunk-seconds` in frames of the dictionary's STFT.
 fn chunk_frames(seconds: f64, dictionary: &TemplateDictionary) -> anyhow::Result<usize> {
     let hop = dictionary.params.stft.hop_length as f64 / dictionary.params.stft.sample_rate as f64;

@@ -69,6 +69,11 @@ pub(super) struct TranscribeArgs {
     /// The reference path: f64, dense, the paper's iterations as they are (about 18x slower)
     #[arg(long)]
     exact: bool,
+    /// Fit only the spectrogram's bins below this frequency (Hz; up to the Nyquist frequency,
+    /// 22050 at 44.1 kHz, which fits all bins). The iterations' time is proportional to the bins
+    /// kept; the templates file is not changed. cnmf and nmf only.
+    #[arg(long, value_name = "HZ")]
+    max_frequency: Option<f64>,
     /// Recordings longer than this are fitted in chunks of this many seconds, with 2 s of
     /// context on each side (memory stays bounded; notes are those of an unchunked fit).
     #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
@@ -288,6 +293,7 @@ fn transcriber(a: &TranscribeArgs) -> anyhow::Result<Transcriber> {
     if a.exact {
         transcriber.regression.precision = Precision::Exact;
     }
+    apply_max_frequency(&mut transcriber, a.max_frequency, a.templates.as_deref())?;
     transcriber.chunking.chunk_frames = chunk_frames(a.chunk_seconds, transcriber.dictionary())?;
     transcriber.decode = DecodeOptions {
         channel: channel_selection(a.channel),

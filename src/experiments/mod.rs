@@ -118,6 +118,10 @@ pub struct ExperimentConfig {
     pub scale: ActivationScale,
     /// f32 or f64.
     pub precision: Precision,
+    /// Fit only the bins below this frequency in Hz (CNMF and NMF, both
+    /// paths; [`Transcriber::set_max_frequency`]); `None`: the transcriber's
+    /// default. The templates are learned and calibrated as without it.
+    pub max_frequency: Option<f64>,
     /// Recorded in the report's header.
     pub command_line: String,
     /// Folder where learned templates and activations are kept and reused
@@ -155,6 +159,7 @@ impl ExperimentConfig {
             song_limit: None,
             scale: ActivationScale::Max,
             precision: Precision::Fast,
+            max_frequency: None,
             command_line: String::new(),
             cache: None,
             compare_exact: false,
@@ -394,6 +399,9 @@ pub struct Report {
     pub default_threshold: f64,
     /// Scaling of activations.
     pub activation_scale: String,
+    /// The highest frequency fitted by CNMF and NMF, in Hz (the top kept
+    /// bin's), when they fit only the lowest bins; `None`: all bins.
+    pub max_frequency: Option<f64>,
     /// Songs' duration.
     pub duration_seconds: f64,
     /// Cores of the machine (`std::thread::available_parallelism`).
@@ -694,6 +702,11 @@ pub fn run_experiment(config: &ExperimentConfig, progress: impl Fn(usize, usize,
     let songs_per_train: Vec<usize> =
         trains.iter().map(|t| pairs(t).iter().map(|&i| tests[i].songs.len()).sum()).collect();
     let methods = config.methods()?;
+    if config.max_frequency.is_some() && methods.contains(&Method::AttackDecay) {
+        return Err(Error::invalid_input(
+            "a highest frequency applies to cnmf and nmf; the attack/decay model fits every bin",
+        ));
+    }
     let template_methods: Vec<Method> = methods.iter().copied().filter(|&m| m != Method::AttackDecay).collect();
     let attack_decay = methods.contains(&Method::AttackDecay);
     let (all_songs, n_trains) = (songs_per_train.iter().sum::<usize>(), trains.len());
@@ -703,6 +716,7 @@ pub fn run_experiment(config: &ExperimentConfig, progress: impl Fn(usize, usize,
     let jobs = if config.jobs == 0 { cores() } else { config.jobs };
     let default_threshold = OnsetDetector::default().threshold;
     let done = AtomicUsize::new(0);
+    let fitted_frequency = Mutex::new(None);
     let learning = |what: String, learn: &dyn Fn() -> Result<(Model, LearnRecord)>| {
         progress(done.load(Ordering::Relaxed), total, &format!("learn {what}"));
         let learned = learn();
@@ -714,6 +728,12 @@ pub fn run_experiment(config: &ExperimentConfig, progress: impl Fn(usize, usize,
     let run_train = |train: &Piano, method: Method, tau: Option<usize>, model: Model, record: LearnRecord| {
         let mut transcriber = Transcriber::for_method(method, model)?;
         transcriber.regression.precision = config.precision;
+        if config.max_frequency.is_some() {
+            transcriber.set_max_frequency(config.max_frequency)?;
+        }
+        if transcriber.regression.max_bins.is_some() {
+            *fitted_frequency.lock().expect("not poisoned") = Some(transcriber.max_frequency());
+        }
         transcriber.decode = DecodeOptions { duration_seconds: Some(config.duration_seconds), ..Default::default() };
         let exact = (config.compare_exact && method != Method::AttackDecay).then(|| {
             let mut exact = transcriber.clone();
@@ -788,6 +808,7 @@ pub fn run_experiment(config: &ExperimentConfig, progress: impl Fn(usize, usize,
         thresholds: grid.clone(),
         default_threshold,
         activation_scale: format!("{:?}", config.scale),
+        max_frequency: fitted_frequency.into_inner().expect("not poisoned"),
         duration_seconds: config.duration_seconds,
         cores: cores(),
         jobs,

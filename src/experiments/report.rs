@@ -165,7 +165,7 @@ impl Report {
             "# sscnmf experiment\n\nCommand: `{}`\n\nDataset: `{}` ({}); templates from `{}`. First {} s of each \
              song; onset tolerance 50 ms, offsets within max(50 ms, 0.2 × the reference note's duration) for \
              onset + offset F1; δ grid {}..{} ({} values), activations scaled: {}; F is the mean of the songs' \
-             F-measures.\n\n",
+             F-measures.{}\n\n",
             self.command_line,
             self.dataset.display(),
             self.layout,
@@ -175,6 +175,10 @@ impl Report {
             self.thresholds.last().unwrap_or(&0.0),
             self.thresholds.len(),
             self.activation_scale,
+            self.max_frequency.map_or(String::new(), |hz| format!(
+                " CNMF and NMF fit the spectrogram's bins up to {hz:.0} Hz (the templates were learned and \
+                 calibrated on all bins)."
+            )),
         );
         self.methods_paragraph(&mut s);
         self.table_1(&mut s);

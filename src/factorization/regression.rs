@@ -569,6 +569,40 @@ mod tests {
         assert_eq!(one.data, run(3).data);
     }
 
+    /// `max_bins` fits the lowest bins alone: the same bits as a fit on the
+    /// cut spectrogram and templates, whatever the bins above the cut hold;
+    /// and with the cut the fast path still agrees with the exact path.
+    #[test]
+    fn a_bin_cut_fits_only_the_lowest_bins() {
+        let (m, w) = seeded_problem(131, 4, 7, 203);
+        let bins = 64;
+        let mut cut_m = Matrix::zeros(bins, m.cols);
+        for t in 0..m.cols {
+            cut_m.col_mut(t).copy_from_slice(&m.col(t)[..bins]);
+        }
+        let cut_w: Vec<f32> = w.data.chunks(w.n_bins).flat_map(|s| s[..bins].to_vec()).collect();
+        let cut_w = ConvTemplates::new(bins, w.tau, w.n_templates, cut_w).unwrap();
+        let mut noisy_top = m.clone();
+        for t in 0..m.cols {
+            noisy_top.col_mut(t)[bins..].iter_mut().for_each(|x| *x = 3.0 * *x + 1.0);
+        }
+        let mut fits = Vec::new();
+        for precision in [Precision::Exact, Precision::Fast] {
+            let reg = ConvolutiveRegression { precision, max_bins: Some(bins), ..Default::default() };
+            let (h, info) = reg.fit(&m, &w).unwrap();
+            let all_bins = ConvolutiveRegression { precision, ..Default::default() };
+            assert_eq!(h.data, all_bins.fit(&cut_m, &cut_w).unwrap().0.data, "{precision:?}");
+            assert_eq!(h.data, reg.fit(&noisy_top, &w).unwrap().0.data, "{precision:?}");
+            let (full, full_info) = all_bins.fit(&m, &w).unwrap();
+            assert_ne!(h.data, full.data, "{precision:?}: the cut changes nothing");
+            assert!(info.flops < full_info.flops * 0.6, "{precision:?}: {} vs {}", info.flops, full_info.flops);
+            fits.push(h);
+        }
+        let scale = fits[0].data.iter().copied().fold(0.0, f64::max);
+        let worst = fits[1].data.iter().zip(&fits[0].data).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+        assert!(worst <= 2e-2 * scale, "fast vs exact with the cut: {worst} > 2e-2 × {scale}");
+    }
+
     #[test]
     fn mismatched_bins_are_an_error() {
         let templates = ConvTemplates::new(10, 2, 1, vec![1.0; 20]).unwrap();
