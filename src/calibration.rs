@@ -653,16 +653,18 @@ const PROCEDURE_REVISION: u32 = 4;
 /// Everything that shapes a calibration besides the isolated notes and the
 /// templates, as text (for cache keys): the mix's settings, the δ grid, the
 /// offset fractions, the plateau width, the transcriber's default regression
-/// and a revision of the procedure.
+/// (its settings and the highest frequency it fits) and a revision of the
+/// procedure.
 pub fn procedure_key() -> String {
     format!(
         "revision={PROCEDURE_REVISION} scale={CALIBRATED_SCALE:?}/{ACTIVE_PITCH_FRACTION} \
          min_held_for_decay={MIN_HELD_FOR_DECAY} mix={:?} fade={FADE_SECONDS}/{FADE_TIME_CONSTANT} release={RELEASE_SECONDS}/{SPLICE_SECONDS}/{LEVEL_WINDOW_SECONDS} grid={:?} fractions={:?} \
-         plateau={PLATEAU} regression={}",
+         plateau={PLATEAU} regression={} max_frequency={}",
         MixSettings::default(),
         threshold_grid(),
         OFFSET_FRACTIONS,
-        crate::factorization::ConvolutiveRegression::default().settings_key()
+        crate::factorization::ConvolutiveRegression::default().settings_key(),
+        crate::transcription::DEFAULT_MAX_FREQUENCY
     )
 }
 

@@ -334,6 +334,17 @@ pub struct OnsetDetector {
 /// their own δ, calibrated on their isolated notes ([`crate::calibration`]).
 pub const DEFAULT_THRESHOLD: f64 = 0.11;
 
+/// The highest frequency [`Method::Cnmf`] fits by default, in Hz: the
+/// spectrogram's (and the templates') bins below it, 1536 of the 4097 bins
+/// at 44.1 kHz with `n_fft` 8192 (3/16 of the sample rate). Measured on the
+/// 36 dev songs (BENCHMARKS.md, "Frequency range"): onset F within 0.3 points
+/// of all bins on the three dev pianos (global, songwise and the calibrated
+/// rule; onset + offset F too), for 2.7 times fewer multiply-adds per
+/// iteration; 1024 bins (5.5 kHz) lose up to 0.8 points. Dictionaries whose
+/// Nyquist frequency is lower fit all their bins;
+/// [`Transcriber::set_max_frequency`] with `None` fits all of them.
+pub const DEFAULT_MAX_FREQUENCY: f64 = 8268.75;
+
 impl Default for OnsetDetector {
     fn default() -> Self {
         OnsetDetector {
@@ -512,7 +523,8 @@ pub struct Transcriber {
     attack_decay: Option<AttackDecayParams>,
     stft: Stft,
     /// How H is estimated by CNMF and NMF (default: the paper's 50 + 100
-    /// iterations, f32).
+    /// iterations, f32; CNMF on the bins below [`DEFAULT_MAX_FREQUENCY`],
+    /// NMF on all bins: see [`set_max_frequency`](Self::set_max_frequency)).
     pub regression: ConvolutiveRegression,
     /// How the attack/decay onsets are estimated (default: the authors' 50
     /// iterations with annealed sparsity, f32).
@@ -554,7 +566,7 @@ impl Transcriber {
             (Some(c), Method::Cnmf) => c.detector(),
             _ => OnsetDetector::default(),
         };
-        Ok(Transcriber {
+        let mut transcriber = Transcriber {
             dictionary,
             method,
             attack_decay,
@@ -564,7 +576,11 @@ impl Transcriber {
             detector,
             decode: DecodeOptions::default(),
             chunking: Chunking::default(),
-        })
+        };
+        if method == Method::Cnmf && DEFAULT_MAX_FREQUENCY < transcriber.dictionary.params.stft.nyquist() {
+            transcriber.set_max_frequency(Some(DEFAULT_MAX_FREQUENCY))?;
+        }
+        Ok(transcriber)
     }
 
     /// The spectra in use, as a dictionary: the templates for CNMF and NMF;
@@ -881,7 +897,10 @@ mod tests {
     #[test]
     fn a_highest_frequency_sets_the_regressions_bins() {
         let mut t = Transcriber::new(TemplateDictionary::builtin().unwrap()).unwrap();
-        assert_eq!((t.regression.max_bins, t.max_frequency()), (None, 22050.0));
+        // CNMF's default: the bins below 8268.75 Hz; NMF's: all of them.
+        assert_eq!(t.regression.max_bins, Some(1536));
+        let nmf = Transcriber::for_method(Method::Nmf, Model::Templates(t.dictionary().clone())).unwrap();
+        assert_eq!((nmf.regression.max_bins, nmf.max_frequency()), (None, 22050.0));
         t.set_max_frequency(Some(11025.0)).unwrap();
         assert_eq!(t.regression.max_bins, Some(2048));
         assert!((t.max_frequency() - 2047.0 * 44100.0 / 8192.0).abs() < 1e-9);

@@ -305,9 +305,19 @@ fn transcriber_for(templates: Option<&Path>, method: Option<Method>) -> anyhow::
     Ok((transcriber, method))
 }
 
-/// `--max-frequency`: fit only the bins below `hz` (none: the transcriber's
-/// default); an error names the templates file, whose sample rate bounds it.
-fn apply_max_frequency(transcriber: &mut Transcriber, hz: Option<f64>, templates: Option<&Path>) -> anyhow::Result<()> {
+/// The bins fitted: all with `--full-band`, those below `--max-frequency`
+/// `hz`, else the transcriber's default; an error names the templates file,
+/// whose sample rate bounds `hz`.
+fn apply_max_frequency(
+    transcriber: &mut Transcriber,
+    hz: Option<f64>,
+    full_band: bool,
+    templates: Option<&Path>,
+) -> anyhow::Result<()> {
+    if full_band {
+        transcriber.set_max_frequency(None)?;
+        return Ok(());
+    }
     let Some(hz) = hz else {
         return Ok(());
     };

@@ -175,10 +175,7 @@ impl Report {
             self.thresholds.last().unwrap_or(&0.0),
             self.thresholds.len(),
             self.activation_scale,
-            self.max_frequency.map_or(String::new(), |hz| format!(
-                " CNMF and NMF fit the spectrogram's bins up to {hz:.0} Hz (the templates were learned and \
-                 calibrated on all bins)."
-            )),
+            self.frequency_sentence(),
         );
         self.methods_paragraph(&mut s);
         self.table_1(&mut s);
@@ -189,6 +186,25 @@ impl Report {
         self.per_song_table(&mut s);
         self.failed_table(&mut s);
         s
+    }
+
+    /// Which methods fit only the lowest bins, in words (empty when every
+    /// condition fits all of them).
+    fn frequency_sentence(&self) -> String {
+        let mut cuts: Vec<(&str, f64)> = Vec::new();
+        for c in &self.conditions {
+            if let Some(hz) = c.max_frequency.filter(|&hz| !cuts.contains(&(c.method.as_str(), hz))) {
+                cuts.push((c.method.as_str(), hz));
+            }
+        }
+        let cuts: Vec<String> = cuts.iter().map(|(m, hz)| format!("{m} up to {hz:.0} Hz")).collect();
+        if cuts.is_empty() {
+            return String::new();
+        }
+        format!(
+            " Bins fitted: {} (the top kept bin; the templates were learned on all bins); other methods all bins.",
+            cuts.join(", ")
+        )
     }
 
     /// What each method present does, so that its rows can be read.
