@@ -139,10 +139,13 @@ pub struct SparseSettings {
     /// the convolutive iterations start from a better state, so the total
     /// time is the same.
     pub init_prune: f64,
-    /// Convolutive iterations before the first pruning. Default 0: later
-    /// pruning keeps the notes closer to the reference path's (20: 12
-    /// instead of 27 notes differ on four TimGM6mb songs) for about 25 %
-    /// more time.
+    /// Convolutive iterations before the first pruning. Default 20: later
+    /// pruning keeps the notes closer to the reference path's (on the 36 dev
+    /// songs at the default frequency cut: 319 instead of 491 notes on one
+    /// path only, and TimGM6mb's global onset F 0.05 instead of 0.32 points
+    /// from the reference path's; BENCHMARKS.md, "Frequency range"). It
+    /// costs about 25 % more time at full band and no measurable time at the
+    /// default cut (1.19-1.35 s against 1.23-1.44 s per 30 s).
     pub prune_after: usize,
 }
 
@@ -155,7 +158,7 @@ impl Default for SparseSettings {
             model_threshold: 1e-6,
             refresh_every: 10,
             init_prune: 1e-6,
-            prune_after: 0,
+            prune_after: 20,
         }
     }
 }
