@@ -12,9 +12,8 @@
 
 use std::path::Path;
 
-use sscnmf::calibration::calibrate_on_folder;
+use sscnmf::calibration::{calibrate_on_folder, calibration_transcriber};
 use sscnmf::templates::{StoredPrecision, TemplateDictionary};
-use sscnmf::transcription::Transcriber;
 
 fn main() -> sscnmf::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -30,7 +29,7 @@ fn main() -> sscnmf::Result<()> {
     let mut stored = TemplateDictionary::from_bytes(&dictionary.to_bytes_as(precision)?)?;
     if let Some(notes) = args.get(3) {
         let plain = TemplateDictionary { calibration: None, ..stored.clone() };
-        let c = calibrate_on_folder(&Transcriber::new(plain)?, Path::new(notes), 0)?;
+        let c = calibrate_on_folder(&calibration_transcriber(plain)?, Path::new(notes), 0)?;
         eprintln!("calibrated: {}", c.to_json());
         stored.calibration = Some(c);
     }

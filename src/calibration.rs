@@ -568,7 +568,8 @@ const PROCEDURE_REVISION: u32 = 4;
 /// Everything that shapes a calibration besides the isolated notes and the
 /// templates, as text (for cache keys): the mix's settings, the δ grid, the
 /// offset fractions, the plateau width, the transcriber's default regression
-/// and a revision of the procedure.
+/// (on all bins: [`calibration_transcriber`]) and a revision of the
+/// procedure.
 pub fn procedure_key() -> String {
     format!(
         "revision={PROCEDURE_REVISION} scale={CALIBRATED_SCALE:?}/{ACTIVE_PITCH_FRACTION} \
@@ -579,6 +580,19 @@ pub fn procedure_key() -> String {
         OFFSET_FRACTIONS,
         crate::factorization::ConvolutiveRegression::default().settings_key()
     )
+}
+
+/// The transcriber a dictionary is calibrated with: CNMF's defaults, but on
+/// all frequency bins, whatever [`crate::transcription::DEFAULT_MAX_FREQUENCY`]
+/// says. Measured on the 36 dev songs (BENCHMARKS.md, "Frequency range"):
+/// transcribing at the default cut with the rule calibrated on all bins keeps
+/// the rule's onset F within 0.14 points and its onset + offset F within 0.26
+/// of all bins; calibrating at the cut moves δ by 0.01 and, on Salamander,
+/// picks another offset floor that costs 0.44 onset + offset points.
+pub fn calibration_transcriber(dictionary: crate::templates::TemplateDictionary) -> Result<Transcriber> {
+    let mut transcriber = Transcriber::new(dictionary)?;
+    transcriber.set_max_frequency(None)?;
+    Ok(transcriber)
 }
 
 /// Calibrates `transcriber`'s dictionary on the isolated notes of the MAPS

@@ -142,6 +142,32 @@ impl StftConfig {
     pub fn hop_seconds(&self) -> f64 {
         self.hop_length as f64 / self.sample_rate as f64
     }
+
+    /// The Nyquist frequency in Hz, `sample_rate / 2` (the top bin's).
+    pub fn nyquist(&self) -> f64 {
+        self.sample_rate as f64 / 2.0
+    }
+
+    /// How many of the lowest bins lie below `max_frequency` Hz: the bins
+    /// `f` with `f · sample_rate / n_fft < max_frequency`, i.e.
+    /// `⌈max_frequency · n_fft / sample_rate⌉`, and all
+    /// [`n_bins`](Self::n_bins) at the Nyquist frequency. At 44.1 kHz and
+    /// `n_fft` 8192, 11025 Hz keeps 2048 of the 4097 bins, 5512.5 Hz 1024.
+    /// An error unless `0 < max_frequency ≤` [`nyquist`](Self::nyquist).
+    pub fn bins_below(&self, max_frequency: f64) -> Result<usize> {
+        let nyquist = self.nyquist();
+        if !(max_frequency > 0.0 && max_frequency <= nyquist) {
+            return Err(Error::invalid_input(format!(
+                "the highest frequency must be above 0 Hz and at most the Nyquist frequency {nyquist} Hz \
+                 (got {max_frequency})"
+            )));
+        }
+        if max_frequency == nyquist {
+            return Ok(self.n_bins());
+        }
+        let bins = (max_frequency * self.n_fft as f64 / self.sample_rate as f64).ceil() as usize;
+        Ok(bins.clamp(1, self.n_bins()))
+    }
 }
 
 /// A magnitude spectrogram: `n_bins` frequency bins × `n_frames` frames.
@@ -339,6 +365,24 @@ mod tests {
 
     fn small() -> StftConfig {
         StftConfig { sample_rate: 1000, n_fft: 64, win_length: 32, hop_length: 8 }
+    }
+
+    #[test]
+    fn bins_below_a_frequency() {
+        let paper = StftConfig::default();
+        assert_eq!(paper.nyquist(), 22050.0);
+        for (hz, bins) in [(11025.0, 2048), (8268.75, 1536), (5512.5, 1024), (5513.0, 1025), (22050.0, 4097)] {
+            assert_eq!(paper.bins_below(hz).unwrap(), bins, "{hz} Hz");
+        }
+        // Just above bin 0's 0 Hz: bin 0 alone; just below Nyquist: all but the top bin.
+        assert_eq!(paper.bins_below(1e-3).unwrap(), 1);
+        assert_eq!(paper.bins_below(22049.0).unwrap(), 4096);
+        for bad in [0.0, -1.0, f64::NAN, 22050.5, f64::INFINITY, f64::NEG_INFINITY] {
+            let e = paper.bins_below(bad).unwrap_err();
+            assert!(e.to_string().contains("Nyquist frequency 22050 Hz"), "{bad}: {e}");
+        }
+        assert_eq!(small().bins_below(250.0).unwrap(), 16);
+        assert_eq!(small().bins_below(500.0).unwrap(), small().n_bins());
     }
 
     /// Deterministic pseudo-random samples in [-1, 1).

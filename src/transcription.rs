@@ -294,6 +294,17 @@ pub struct OnsetDetector {
 /// their own δ, calibrated on their isolated notes ([`crate::calibration`]).
 pub const DEFAULT_THRESHOLD: f64 = 0.11;
 
+/// The highest frequency [`Method::Cnmf`] fits by default, in Hz: the
+/// spectrogram's (and the templates') bins below it, 1536 of the 4097 bins
+/// at 44.1 kHz with `n_fft` 8192 (3/16 of the sample rate). Measured on the
+/// 36 dev songs (BENCHMARKS.md, "Frequency range"): onset F within 0.3 points
+/// of all bins on the three dev pianos (global, songwise and the calibrated
+/// rule; onset + offset F too), for 2.7 times fewer multiply-adds per
+/// iteration; 1024 bins (5.5 kHz) lose up to 0.8 points. Dictionaries whose
+/// Nyquist frequency is lower fit all their bins;
+/// [`Transcriber::set_max_frequency`] with `None` fits all of them.
+pub const DEFAULT_MAX_FREQUENCY: f64 = 8268.75;
+
 impl Default for OnsetDetector {
     fn default() -> Self {
         OnsetDetector {
@@ -483,7 +494,8 @@ pub struct Transcriber {
     attack_decay: Option<AttackDecayParams>,
     stft: Stft,
     /// How H is estimated by CNMF and NMF (default: the paper's 50 + 100
-    /// iterations, f32).
+    /// iterations, f32; CNMF on the bins below [`DEFAULT_MAX_FREQUENCY`],
+    /// NMF on all bins: see [`set_max_frequency`](Self::set_max_frequency)).
     pub regression: ConvolutiveRegression,
     /// How the attack/decay onsets are estimated (default: the authors' 50
     /// iterations with annealed sparsity, f32).
@@ -525,7 +537,7 @@ impl Transcriber {
             (Some(c), Method::Cnmf) => OnsetDetector::calibrated(c),
             _ => OnsetDetector::default(),
         };
-        Ok(Transcriber {
+        let mut transcriber = Transcriber {
             dictionary,
             method,
             attack_decay,
@@ -535,7 +547,11 @@ impl Transcriber {
             detector,
             decode: DecodeOptions::default(),
             chunking: Chunking::default(),
-        })
+        };
+        if method == Method::Cnmf && DEFAULT_MAX_FREQUENCY < transcriber.dictionary.params.stft.nyquist() {
+            transcriber.set_max_frequency(Some(DEFAULT_MAX_FREQUENCY))?;
+        }
+        Ok(transcriber)
     }
 
     /// The spectra in use, as a dictionary: the templates for CNMF and NMF;
@@ -549,6 +565,36 @@ impl Transcriber {
     /// The method in use.
     pub fn method(&self) -> Method {
         self.method
+    }
+
+    /// Fit only the spectrogram's bins below `max_frequency` Hz (and the
+    /// same bins of the templates; [`crate::spectrogram::StftConfig::bins_below`]);
+    /// `None` fits all of them. The iterations' cost is proportional to the
+    /// bins kept. The STFT and the stored templates are not changed. An
+    /// error for a frequency that is not in (0 Hz, Nyquist], and for a cut
+    /// with the attack/decay method (its regression fits every bin).
+    pub fn set_max_frequency(&mut self, max_frequency: Option<f64>) -> Result<()> {
+        let stft = &self.dictionary.params.stft;
+        let Some(hz) = max_frequency else {
+            self.regression.max_bins = None;
+            return Ok(());
+        };
+        let bins = stft.bins_below(hz)?;
+        if bins < stft.n_bins() && self.method == Method::AttackDecay {
+            return Err(Error::invalid_input(
+                "a highest frequency applies to cnmf and nmf; the attack/decay model fits every bin",
+            ));
+        }
+        self.regression.max_bins = (bins < stft.n_bins()).then_some(bins);
+        Ok(())
+    }
+
+    /// The highest frequency fitted, in Hz: the top kept bin's centre
+    /// frequency (the Nyquist frequency when every bin is fitted).
+    pub fn max_frequency(&self) -> f64 {
+        let stft = &self.dictionary.params.stft;
+        let bins = self.regression.max_bins.unwrap_or(stft.n_bins()).clamp(1, stft.n_bins());
+        (bins - 1) as f64 * stft.sample_rate as f64 / stft.n_fft as f64
     }
 
     /// The attack/decay model's parameters ([`Method::AttackDecay`] only).
@@ -818,6 +864,28 @@ impl<'a> ChunkedFit<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_highest_frequency_sets_the_regressions_bins() {
+        let mut t = Transcriber::new(TemplateDictionary::builtin().unwrap()).unwrap();
+        // CNMF's default: the bins below 8268.75 Hz; NMF's: all of them.
+        assert_eq!(t.regression.max_bins, Some(1536));
+        let nmf = Transcriber::for_method(Method::Nmf, Model::Templates(t.dictionary().clone())).unwrap();
+        assert_eq!((nmf.regression.max_bins, nmf.max_frequency()), (None, 22050.0));
+        t.set_max_frequency(Some(11025.0)).unwrap();
+        assert_eq!(t.regression.max_bins, Some(2048));
+        assert!((t.max_frequency() - 2047.0 * 44100.0 / 8192.0).abs() < 1e-9);
+        for bad in [-5.0, 0.0, f64::NAN, 30000.0] {
+            let e = t.set_max_frequency(Some(bad)).unwrap_err();
+            assert_eq!(e.kind(), crate::ErrorKind::InvalidInput, "{bad}");
+            assert_eq!(t.regression.max_bins, Some(2048), "{bad}: a refused value changes nothing");
+        }
+        t.set_max_frequency(Some(22050.0)).unwrap();
+        assert_eq!(t.regression.max_bins, None);
+        t.set_max_frequency(Some(5512.5)).unwrap();
+        t.set_max_frequency(None).unwrap();
+        assert_eq!(t.regression.max_bins, None);
+    }
 
     #[test]
     fn moving_average_is_zero_padded() {

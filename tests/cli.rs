@@ -137,6 +137,37 @@ fn transcribe_writes_all_formats_and_refuses_to_overwrite() {
     assert_eq!(common::sscnmf(&[&args[..], &["--overwrite"]].concat()).status.code(), Some(0));
 }
 
+/// `--max-frequency` (transcribe, bench): above 0 Hz and at most the
+/// templates' Nyquist frequency (4000 Hz for the tiny 8 kHz dictionary), else
+/// a one-line error naming the templates file and nothing written; a valid
+/// cut transcribes.
+#[test]
+fn max_frequency_is_checked_before_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let templates = tiny_templates(d);
+    let audio = d.join("tone.wav");
+    common::write_wav(&audio, 8000, &(0..8000).map(|i| (i as f32 * 0.2).sin() * 0.3).collect::<Vec<_>>());
+    let (a, t) = (audio.to_str().unwrap(), templates.to_str().unwrap());
+    for bad in ["-5", "0", "NaN", "4000.5", "inf"] {
+        let value = format!("--max-frequency={bad}");
+        for command in ["transcribe", "bench"] {
+            let o = common::sscnmf(
+                &[command, a, "--templates", t, &value, "--quiet"][..if command == "bench" { 5 } else { 6 }],
+            );
+            common::assert_input_error(&o, "tiny.templates");
+            assert!(stderr(&o).contains("at most the Nyquist frequency 4000 Hz"), "{bad}: {}", stderr(&o));
+        }
+        assert!(!d.join("tone.mid").exists(), "{bad}");
+    }
+    let o = common::sscnmf(&["transcribe", a, "--templates", t, "--max-frequency", "2000", "--quiet"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(d.join("tone.mid").is_file());
+    // The built-in dictionary is at 44.1 kHz.
+    let o = common::sscnmf(&["transcribe", a, "--max-frequency", "30000", "-o", d.join("x.mid").to_str().unwrap()]);
+    common::assert_input_error(&o, "at most the Nyquist frequency 22050 Hz");
+}
+
 #[test]
 fn evaluate_prints_the_stable_json() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,7 +1,7 @@
 //! `sscnmf learn`: templates from isolated notes.
 
 use super::*;
-use sscnmf::calibration::{calibrate_on_folder, calibrate_on_soundfont, Calibration};
+use sscnmf::calibration::{calibrate_on_folder, calibrate_on_soundfont, calibration_transcriber, Calibration};
 
 #[derive(Args, Debug)]
 pub(super) struct LearnArgs {
@@ -147,7 +147,7 @@ fn calibrate_dictionary(
         return;
     }
     let spinner = progress(1, a.quiet, "calibrating");
-    let calibrated = Transcriber::new(dictionary.clone()).and_then(|t| how(&t));
+    let calibrated = calibration_transcriber(dictionary.clone()).and_then(|t| how(&t));
     spinner.finish_and_clear();
     match calibrated {
         Ok(c) => {

@@ -166,7 +166,7 @@ fn calibrate_or_load(
         return Ok(Some(c));
     }
     let plain = TemplateDictionary { calibration: None, ..dictionary.clone() };
-    match calibration::calibrate_on_folder(&Transcriber::new(plain)?, isolated, 0) {
+    match calibration::calibrate_on_folder(&calibration::calibration_transcriber(plain)?, isolated, 0) {
         Ok(c) => {
             if let Some(p) = &path {
                 crate::files::write_atomically(p, c.to_json().as_bytes())?;

@@ -118,6 +118,14 @@ pub struct ExperimentConfig {
     pub scale: ActivationScale,
     /// f32 or f64.
     pub precision: Precision,
+    /// Fit only the bins below this frequency in Hz (CNMF and NMF, both
+    /// paths; [`Transcriber::set_max_frequency`]); `None`: the transcriber's
+    /// default ([`crate::transcription::DEFAULT_MAX_FREQUENCY`] for CNMF, all
+    /// bins for NMF). The templates are learned and calibrated as without it.
+    pub max_frequency: Option<f64>,
+    /// Fit every bin (CNMF and NMF), whatever the default; overrides
+    /// [`max_frequency`](Self::max_frequency).
+    pub full_band: bool,
     /// Recorded in the report's header.
     pub command_line: String,
     /// Folder where learned templates and activations are kept and reused
@@ -155,6 +163,8 @@ impl ExperimentConfig {
             song_limit: None,
             scale: ActivationScale::Max,
             precision: Precision::Fast,
+            max_frequency: None,
+            full_band: false,
             command_line: String::new(),
             cache: None,
             compare_exact: false,
@@ -355,6 +365,9 @@ pub struct Condition {
     /// With [`ExperimentConfig::compare_exact`]: the reference path at its
     /// own global δ and songwise.
     pub exact: Option<ExactComparison>,
+    /// The highest frequency fitted, in Hz (the top kept bin's), when the
+    /// regression fits only the lowest bins (both paths); `None`: all bins.
+    pub max_frequency: Option<f64>,
 }
 
 /// The fast path against the reference path on one condition.
@@ -473,6 +486,7 @@ impl Condition {
             failed,
             templates,
             exact,
+            max_frequency: None,
         }
     }
 }
@@ -694,6 +708,11 @@ pub fn run_experiment(config: &ExperimentConfig, progress: impl Fn(usize, usize,
     let songs_per_train: Vec<usize> =
         trains.iter().map(|t| pairs(t).iter().map(|&i| tests[i].songs.len()).sum()).collect();
     let methods = config.methods()?;
+    if config.max_frequency.is_some() && !config.full_band && methods.contains(&Method::AttackDecay) {
+        return Err(Error::invalid_input(
+            "a highest frequency applies to cnmf and nmf; the attack/decay model fits every bin",
+        ));
+    }
     let template_methods: Vec<Method> = methods.iter().copied().filter(|&m| m != Method::AttackDecay).collect();
     let attack_decay = methods.contains(&Method::AttackDecay);
     let (all_songs, n_trains) = (songs_per_train.iter().sum::<usize>(), trains.len());
@@ -714,6 +733,12 @@ pub fn run_experiment(config: &ExperimentConfig, progress: impl Fn(usize, usize,
     let run_train = |train: &Piano, method: Method, tau: Option<usize>, model: Model, record: LearnRecord| {
         let mut transcriber = Transcriber::for_method(method, model)?;
         transcriber.regression.precision = config.precision;
+        if config.full_band {
+            transcriber.set_max_frequency(None)?;
+        } else if config.max_frequency.is_some() {
+            transcriber.set_max_frequency(config.max_frequency)?;
+        }
+        let max_frequency = transcriber.regression.max_bins.is_some().then(|| transcriber.max_frequency());
         transcriber.decode = DecodeOptions { duration_seconds: Some(config.duration_seconds), ..Default::default() };
         let exact = (config.compare_exact && method != Method::AttackDecay).then(|| {
             let mut exact = transcriber.clone();
@@ -749,6 +774,7 @@ pub fn run_experiment(config: &ExperimentConfig, progress: impl Fn(usize, usize,
             let key = ConditionKey { method, train: &train.name, test: &tests[test].name, tau };
             let mut c = Condition::summarise(key, songs, failed, grid, train_threshold, record);
             c.calibrated = calibrated;
+            c.max_frequency = max_frequency;
             c.default_rule_description = rule_description(&runner.transcriber.detector);
             conditions.push(c);
         }

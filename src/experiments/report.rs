@@ -165,7 +165,7 @@ impl Report {
             "# sscnmf experiment\n\nCommand: `{}`\n\nDataset: `{}` ({}); templates from `{}`. First {} s of each \
              song; onset tolerance 50 ms, offsets within max(50 ms, 0.2 × the reference note's duration) for \
              onset + offset F1; δ grid {}..{} ({} values), activations scaled: {}; F is the mean of the songs' \
-             F-measures.\n\n",
+             F-measures.{}\n\n",
             self.command_line,
             self.dataset.display(),
             self.layout,
@@ -175,6 +175,7 @@ impl Report {
             self.thresholds.last().unwrap_or(&0.0),
             self.thresholds.len(),
             self.activation_scale,
+            self.frequency_sentence(),
         );
         self.methods_paragraph(&mut s);
         self.table_1(&mut s);
@@ -185,6 +186,25 @@ impl Report {
         self.per_song_table(&mut s);
         self.failed_table(&mut s);
         s
+    }
+
+    /// Which methods fit only the lowest bins, in words (empty when every
+    /// condition fits all of them).
+    fn frequency_sentence(&self) -> String {
+        let mut cuts: Vec<(&str, f64)> = Vec::new();
+        for c in &self.conditions {
+            if let Some(hz) = c.max_frequency.filter(|&hz| !cuts.contains(&(c.method.as_str(), hz))) {
+                cuts.push((c.method.as_str(), hz));
+            }
+        }
+        let cuts: Vec<String> = cuts.iter().map(|(m, hz)| format!("{m} up to {hz:.0} Hz")).collect();
+        if cuts.is_empty() {
+            return String::new();
+        }
+        format!(
+            " Bins fitted: {} (the top kept bin; the templates were learned on all bins); other methods all bins.",
+            cuts.join(", ")
+        )
     }
 
     /// What each method present does, so that its rows can be read.
