@@ -69,6 +69,8 @@ pub(super) struct TranscribeArgs {
     /// The reference path: f64, dense, the paper's iterations as they are (about 18x slower)
     #[arg(long)]
     exact: bool,
+    #[command(flatten)]
+    adapt: AdaptArgs,
     /// Recordings longer than this are fitted in chunks of this many seconds, with 2 s of
     /// context on each side (memory stays bounded; notes are those of an unchunked fit).
     #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
@@ -287,6 +289,10 @@ fn transcriber(a: &TranscribeArgs) -> anyhow::Result<Transcriber> {
     }
     if a.exact {
         transcriber.regression.precision = Precision::Exact;
+    }
+    transcriber.adaptation = a.adapt.adaptation()?;
+    if transcriber.adaptation.is_some() && method == Method::AttackDecay {
+        bail!("--adapt adapts templates (cnmf, nmf); the attack/decay model has none");
     }
     transcriber.chunking.chunk_frames = chunk_frames(a.chunk_seconds, transcriber.dictionary())?;
     transcriber.decode = DecodeOptions {
