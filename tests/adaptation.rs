@@ -16,7 +16,10 @@ fn stderr(o: &Output) -> String {
 #[test]
 fn help_shows_the_switch_with_an_example() {
     let help = String::from_utf8_lossy(&common::sscnmf(&["transcribe", "--help"]).stdout).into_owned();
-    assert!(help.contains("--adapt ") && help.contains("--adapt-rounds") && help.contains("--adapt-strength"), "{help}");
+    assert!(
+        help.contains("--adapt ") && help.contains("--adapt-rounds") && help.contains("--adapt-strength"),
+        "{help}"
+    );
     assert!(help.contains("--templates other-piano.templates --adapt"), "{help}");
     let help = String::from_utf8_lossy(&common::sscnmf(&["experiment", "--help"]).stdout).into_owned();
     assert!(help.contains("experiment ../shared/data/dev --adapt"), "{help}");
