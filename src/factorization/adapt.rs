@@ -509,17 +509,29 @@ mod tests {
         }
     }
 
+    /// `rounds` of [`reference_round`] from `h0`, then the norms restored.
+    fn reference_rounds(
+        m: &Matrix<f64>,
+        w0: &ConvTemplates<f64>,
+        h0: &Matrix<f64>,
+        rounds: usize,
+        lambda: f64,
+    ) -> (ConvTemplates<f64>, Matrix<f64>) {
+        let (mut w, mut h) = (w0.clone(), h0.clone());
+        for _ in 0..rounds {
+            reference_round(m, &mut w, w0, &mut h, lambda);
+        }
+        restore_norms(&mut w, w0, &mut h);
+        (w, h)
+    }
+
     #[test]
     fn the_exact_path_follows_the_reference_loops() {
         let (m, w0, _, _) = problem();
         let h0 = first_pass(&m, &w0);
         let adaptation = Adaptation { rounds: 4, strength: 0.3 };
         let (w, h, info) = adaptation.run_exact(&m, &w0, h0.clone());
-        let (mut wr, mut hr) = (w0.clone(), h0.clone());
-        for _ in 0..4 {
-            reference_round(&m, &mut wr, &w0, &mut hr, info.lambda);
-        }
-        restore_norms(&mut wr, &w0, &mut hr);
+        let (wr, hr) = reference_rounds(&m, &w0, &h0, 4, info.lambda);
         let worst =
             |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| (x - y).abs() / y.abs().max(1e-9)).fold(0.0, f64::max);
         assert!(worst(&w.data, &wr.data) < 1e-8, "{}", worst(&w.data, &wr.data));
@@ -533,11 +545,7 @@ mod tests {
         let h0 = first_pass(&m, &w0);
         let adaptation = Adaptation { rounds: 4, strength: 0.3 };
         let (w, h, info) = adaptation.run_fast(&m.map(|x| x as f32), &w0.map(|x| x as f32), h0.map(|x| x as f32), 0.0);
-        let (mut wr, mut hr) = (w0.clone(), h0.clone());
-        for _ in 0..4 {
-            reference_round(&m, &mut wr, &w0, &mut hr, info.lambda);
-        }
-        restore_norms(&mut wr, &w0, &mut hr);
+        let (wr, hr) = reference_rounds(&m, &w0, &h0, 4, info.lambda);
         let scale_w = wr.data.iter().copied().fold(0.0, f64::max);
         let scale_h = hr.data.iter().copied().fold(0.0, f64::max);
         let worst_w = w.data.iter().zip(&wr.data).map(|(&x, y)| (x as f64 - y).abs()).fold(0.0, f64::max);
