@@ -322,8 +322,10 @@ struct AdaptArgs {
     /// Adapt the templates to each recording (cnmf, nmf): after the fit on the learned templates, a few
     /// multiplicative updates of the templates themselves on the recording, pulled towards the learned
     /// ones (a Gamma prior whose mode is the learned template), alternated with updates of the
-    /// activations. For templates learned on another piano than the recording's. Long recordings adapt
-    /// chunk by chunk (each --chunk-seconds chunk from the learned templates).
+    /// activations. For templates learned on another piano than the recording's (dev data: +4 to +16
+    /// points of onset F; up to 3 points lost on a piano's own templates, hence off by default; about
+    /// 6 s more per 30 s of audio). Long recordings adapt chunk by chunk (each --chunk-seconds chunk
+    /// from the learned templates).
     #[arg(long)]
     adapt: bool,
     /// Rounds of adaptation (one template and one activation update each).
