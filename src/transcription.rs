@@ -62,7 +62,7 @@ use crate::audio::{stream_audio, DecodeOptions};
 use crate::decision::Calibration;
 pub use crate::decision::{ActivationScale, DecayRate, ACTIVE_PITCH_FRACTION};
 use crate::factorization::attack_decay::{AttackDecayParams, OnsetRegression};
-use crate::factorization::{ConvTemplates, ConvolutiveRegression, FitInfo, Matrix};
+use crate::factorization::{Adaptation, ConvTemplates, ConvolutiveRegression, FitInfo, Matrix};
 use crate::notes::Note;
 use crate::spectrogram::Stft;
 use crate::templates::{model_file_format, TemplateDictionary};
@@ -510,6 +510,12 @@ pub struct Transcriber {
     /// How long recordings are cut into chunks (default: 30 s chunks with
     /// 2 s of context on each side).
     pub chunking: Chunking,
+    /// Adapt the templates to the recording after the regression
+    /// ([`crate::factorization::adapt`]; CNMF and NMF only). Default `None`:
+    /// the paper's fixed templates. Each chunk of a long recording adapts
+    /// its own copy of the learned templates (on its frames and context),
+    /// so chunks stay independent and memory bounded.
+    pub adaptation: Option<Adaptation>,
 }
 
 impl Transcriber {
@@ -547,6 +553,7 @@ impl Transcriber {
             detector,
             decode: DecodeOptions::default(),
             chunking: Chunking::default(),
+            adaptation: None,
         };
         if method == Method::Cnmf && DEFAULT_MAX_FREQUENCY < transcriber.dictionary.params.stft.nyquist() {
             transcriber.set_max_frequency(Some(DEFAULT_MAX_FREQUENCY))?;
@@ -607,12 +614,29 @@ impl Transcriber {
     fn fit_at(&self, m: &Matrix<f64>, first: usize) -> Result<(Matrix<f64>, FitInfo)> {
         let templates = &self.dictionary.templates;
         match (self.method, &self.attack_decay) {
+            (Method::AttackDecay, Some(_)) if self.adaptation.is_some() => {
+                Err(Error::invalid_input("template adaptation needs templates (method cnmf or nmf), not attack/decay"))
+            }
             (Method::AttackDecay, Some(params)) => {
                 let (onsets, info) = self.onset_regression.fit_at(m, params, first)?;
                 Ok((params.attack_activations(&onsets), info))
             }
-            (Method::Nmf, _) => self.regression.fit_at(m, &templates.first_slices(), first),
-            _ => self.regression.fit_at(m, templates, first),
+            (Method::AttackDecay, None) => Err(Error::internal("attack/decay method without its model")),
+            (Method::Nmf, _) => self.fit_templates_at(m, &templates.first_slices(), first),
+            (Method::Cnmf, _) => self.fit_templates_at(m, templates, first),
+        }
+    }
+
+    /// The regression on `templates`, then the adaptation when there is one.
+    fn fit_templates_at(
+        &self,
+        m: &Matrix<f64>,
+        templates: &ConvTemplates<f32>,
+        first: usize,
+    ) -> Result<(Matrix<f64>, FitInfo)> {
+        match &self.adaptation {
+            Some(adaptation) => adaptation.fit_at(&self.regression, m, templates, first),
+            None => self.regression.fit_at(m, templates, first),
         }
     }
 

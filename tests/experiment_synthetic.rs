@@ -565,3 +565,49 @@ fn an_interrupted_experiment_leaves_a_whole_cache_and_a_rerun_resumes_from_it() 
     assert!(songs_csv.lines().skip(1).any(|l| l.ends_with(",false")), "the re-run computed the rest");
     assert!(std::fs::read_to_string(out.join("report.md")).unwrap().contains("broken"));
 }
+
+/// `--adapt` in the experiment: the report says it is on, its activations
+/// are cached apart from the fixed templates' (the keys of runs without it
+/// are unchanged), and on the two synthetic pianos (different partials and
+/// decays) the cross-piano conditions lose nothing to it while the model
+/// stays deterministic.
+#[test]
+fn synthetic_experiment_with_adapted_templates() {
+    use sscnmf::factorization::Adaptation;
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("maps");
+    write_maps_dataset(&data);
+    let cache = root.path().join("cache");
+    let fixed = run(&ExperimentConfig { taus: vec![5], ..config(&data, &cache, 2) });
+    let entries = files_in(&cache.join("activations"));
+    let adapted_config =
+        ExperimentConfig { taus: vec![5], adaptation: Some(Adaptation::default()), ..config(&data, &cache, 2) };
+    let adapted = run(&adapted_config);
+    assert_eq!(fixed.adaptation, None);
+    assert_eq!(adapted.adaptation, Some(Adaptation::default()));
+    assert!(adapted.to_markdown().contains("Templates adapted to each song"));
+    assert!(!fixed.to_markdown().contains("Templates adapted"));
+    // New entries for the adapted activations, none reused from the fixed run.
+    assert_eq!(files_in(&cache.join("activations")), 2 * entries);
+    assert!(adapted.conditions.iter().flat_map(|c| &c.songs).all(|s| !s.from_cache));
+    // A second adapted run is served by the cache and scores the same.
+    let again = run(&adapted_config);
+    assert!(again.conditions.iter().flat_map(|c| &c.songs).all(|s| s.from_cache));
+    for (a, b) in adapted.conditions.iter().zip(&again.conditions) {
+        assert_eq!((a.global, a.songwise), (b.global, b.songwise));
+    }
+    for (f, a) in fixed.conditions.iter().zip(&adapted.conditions) {
+        assert_eq!((&f.train_piano, &f.test_piano), (&a.train_piano, &a.test_piano));
+        assert_eq!(f.songs.len(), a.songs.len());
+        if f.train_piano != f.test_piano {
+            assert!(
+                a.songwise.f_measure >= f.songwise.f_measure - 0.02,
+                "{}→{}: adapted {} < fixed {}",
+                f.train_piano,
+                f.test_piano,
+                a.songwise.f_measure,
+                f.songwise.f_measure
+            );
+        }
+    }
+}

@@ -67,6 +67,8 @@ pub(super) struct ExperimentArgs {
     /// Songs transcribed at a time [default: one per core].
     #[arg(long, short = 'j', value_parser = clap::value_parser!(u64).range(1..))]
     jobs: Option<u64>,
+    #[command(flatten)]
+    adapt: AdaptArgs,
     /// No progress bar.
     #[arg(short, long)]
     quiet: bool,
@@ -95,6 +97,7 @@ pub(super) fn experiment(a: ExperimentArgs) -> anyhow::Result<()> {
         compare_exact: a.compare_exact,
         jobs: a.jobs.map_or(0, |j| j as usize),
         methods: a.methods.clone(),
+        adaptation: a.adapt.adaptation()?,
     };
     let bar = progress(0, a.quiet, "experiment");
     let report = run_experiment(&config, |done, total, what| {

@@ -64,7 +64,8 @@ sscnmf transcribe song.flac --sonify                # also song.sonified.wav, to
 sscnmf transcribe song.flac --sonify --soundfont FluidR3_GM.sf2 --program 0\n  \
 sscnmf transcribe 'songs/*.flac' -o out/ --jobs 2   # a glob, 2 files at a time\n  \
 sscnmf transcribe song.flac --plot                  # also song.png, its piano roll\n  \
-sscnmf transcribe songs/ -o out/ --json -q > results.jsonl\n\n\
+sscnmf transcribe songs/ -o out/ --json -q > results.jsonl\n  \
+sscnmf transcribe song.flac --templates other-piano.templates --adapt   # templates of another piano\n\n\
 Without -o, each output goes beside its input (song.flac -> song.mid; with --sonify, song.sonified.wav, which \
 starts at --offset and lasts as long as the audio transcribed or until the last release has faded; with --plot, song.png). Existing files are not replaced unless \
 --overwrite is given.\n\n\
@@ -87,6 +88,7 @@ the matching is a maximum bipartite matching, as in mir_eval.")]
 sscnmf experiment ../shared/data/dev --out results/\n  \
 sscnmf experiment ../shared/data/dev --matched-only --tau 5,10,20 --limit 4 --out results/\n  \
 sscnmf experiment ../shared/data/dev --tau 5,10,20 --methods cnmf,nmf,attack-decay --out results/\n  \
+sscnmf experiment ../shared/data/dev --adapt --out adapted/          # templates adapted to each song\n  \
 sscnmf experiment MAPS --pianos ENSTDkCl,ENSTDkAm --train-pianos AkPnBcht --jobs 1 --out cross/\n  \
 sscnmf experiment maestro-v3.0.0 --split test --limit 20 --templates-from MAPS --train-pianos ENSTDkCl --out maestro/\n\n\
 MAPS layout: <DATASET>/<piano>/ISOL/NO/ (isolated notes, MAPS names) and <DATASET>/<piano>/MUS/ (songs with .txt \
@@ -339,4 +341,37 @@ fn chunk_frames(seconds: f64, dictionary: &TemplateDictionary) -> anyhow::Result
         bail!("--chunk-seconds must be at least one frame ({hop} s), not {seconds}");
     }
     Ok((seconds / hop).round() as usize)
+}
+
+/// `--adapt` and its settings, shared by `transcribe` and `experiment`.
+#[derive(Args, Debug, Clone)]
+struct AdaptArgs {
+    /// Adapt the templates to each recording (cnmf, nmf): after the fit on the learned templates, a few
+    /// multiplicative updates of the templates themselves on the recording, pulled towards the learned
+    /// ones (a Gamma prior whose mode is the learned template), alternated with updates of the
+    /// activations. For templates learned on another piano than the recording's (dev data: +4 to +16
+    /// points of onset F; up to 3 points lost on a piano's own templates, hence off by default; about
+    /// 6 s more per 30 s of audio). Long recordings adapt chunk by chunk (each --chunk-seconds chunk
+    /// from the learned templates).
+    #[arg(long)]
+    adapt: bool,
+    /// Rounds of adaptation (one template and one activation update each).
+    #[arg(long, requires = "adapt", value_name = "N", default_value_t = sscnmf::factorization::adapt::DEFAULT_ROUNDS)]
+    adapt_rounds: usize,
+    /// Weight of the pull towards the learned templates, relative to a template's mean total activation
+    /// (0: free updates; large: the learned templates).
+    #[arg(long, requires = "adapt", value_name = "WEIGHT", default_value_t = sscnmf::factorization::adapt::DEFAULT_STRENGTH)]
+    adapt_strength: f64,
+}
+
+impl AdaptArgs {
+    /// The adaptation asked for (`None` without --adapt); errors on a bad strength.
+    fn adaptation(&self) -> anyhow::Result<Option<sscnmf::factorization::Adaptation>> {
+        if !self.adapt {
+            return Ok(None);
+        }
+        let a = sscnmf::factorization::Adaptation { rounds: self.adapt_rounds, strength: self.adapt_strength };
+        a.validate()?;
+        Ok(Some(a))
+    }
 }

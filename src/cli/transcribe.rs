@@ -78,6 +78,8 @@ pub(super) struct TranscribeArgs {
     /// Fit every frequency bin, up to the Nyquist frequency (the paper's setting; slower).
     #[arg(long, conflicts_with = "max_frequency")]
     full_band: bool,
+    #[command(flatten)]
+    adapt: AdaptArgs,
     /// Recordings longer than this are fitted in chunks of this many seconds, with 2 s of
     /// context on each side (memory stays bounded; notes are those of an unchunked fit).
     #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
@@ -298,6 +300,10 @@ fn transcriber(a: &TranscribeArgs) -> anyhow::Result<Transcriber> {
         transcriber.regression.precision = Precision::Exact;
     }
     apply_max_frequency(&mut transcriber, a.max_frequency, a.full_band, a.templates.as_deref())?;
+    transcriber.adaptation = a.adapt.adaptation()?;
+    if transcriber.adaptation.is_some() && method == Method::AttackDecay {
+        bail!("--adapt adapts templates (cnmf, nmf); the attack/decay model has none");
+    }
     transcriber.chunking.chunk_frames = chunk_frames(a.chunk_seconds, transcriber.dictionary())?;
     transcriber.decode = DecodeOptions {
         channel: channel_selection(a.channel),

@@ -248,6 +248,11 @@ fn activation_key(transcriber: &Transcriber, audio: &Path) -> Result<String> {
         Method::AttackDecay => format!("{:?}", transcriber.onset_regression),
         Method::Cnmf | Method::Nmf => transcriber.regression.settings_key(),
     };
+    // Only when on, so that the keys of runs without adaptation stay as they were.
+    let regression = match &transcriber.adaptation {
+        Some(a) => format!("{regression} adaptation={a:?}"),
+        None => regression,
+    };
     Ok(format!(
         "audio={} size={} modified={:?} decode={:?} chunking={:?} method={method} regression={regression} stft={:?} \
          model={:016x} version={}",

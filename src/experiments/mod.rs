@@ -50,7 +50,7 @@ use crate::audio::DecodeOptions;
 use crate::evaluation::{
     evaluate, precision_recall_f1_velocity, velocity_mean_absolute_error, MatchParams, Scores, VELOCITY_TOLERANCE,
 };
-use crate::factorization::Precision;
+use crate::factorization::{Adaptation, Precision};
 use crate::notes::{read_notes, Note};
 use crate::transcription::{ActivationScale, Activations, Method, Model, OnsetDetector, Transcriber};
 use crate::{Error, Result};
@@ -143,6 +143,9 @@ pub struct ExperimentConfig {
     /// slices); the attack/decay model has no τ and runs once per pair of
     /// pianos, on its own model learned from the same isolated notes.
     pub methods: Vec<Method>,
+    /// Adapt the templates to each song ([`crate::factorization::adapt`];
+    /// CNMF and NMF, not the attack/decay model). Default `None`.
+    pub adaptation: Option<Adaptation>,
 }
 
 impl ExperimentConfig {
@@ -170,6 +173,7 @@ impl ExperimentConfig {
             compare_exact: false,
             jobs: 0,
             methods: vec![Method::Cnmf],
+            adaptation: None,
         }
     }
 
@@ -417,6 +421,8 @@ pub struct Report {
     pub wall_seconds: f64,
     /// Per condition.
     pub conditions: Vec<Condition>,
+    /// The template adaptation, when it was on (CNMF and NMF).
+    pub adaptation: Option<Adaptation>,
 }
 
 fn mean_point(points: &[Point]) -> Point {
@@ -739,6 +745,9 @@ pub fn run_experiment(config: &ExperimentConfig, progress: impl Fn(usize, usize,
             transcriber.set_max_frequency(config.max_frequency)?;
         }
         let max_frequency = transcriber.regression.max_bins.is_some().then(|| transcriber.max_frequency());
+        if method != Method::AttackDecay {
+            transcriber.adaptation = config.adaptation;
+        }
         transcriber.decode = DecodeOptions { duration_seconds: Some(config.duration_seconds), ..Default::default() };
         let exact = (config.compare_exact && method != Method::AttackDecay).then(|| {
             let mut exact = transcriber.clone();
@@ -819,6 +828,7 @@ pub fn run_experiment(config: &ExperimentConfig, progress: impl Fn(usize, usize,
         jobs,
         wall_seconds: started.elapsed().as_secs_f64(),
         conditions,
+        adaptation: config.adaptation,
     })
 }
 

@@ -177,6 +177,15 @@ impl Report {
             self.activation_scale,
             self.frequency_sentence(),
         );
+        if let Some(a) = &self.adaptation {
+            let _ = write!(
+                s,
+                "**Templates adapted to each song** (`--adapt`; cnmf and nmf): after the fit on the learned \
+                 templates, {} rounds of one penalised KL update of the templates and one of the activations, \
+                 pulled towards the learned templates with strength {} (src/factorization/adapt.rs).\n\n",
+                a.rounds, a.strength
+            );
+        }
         self.methods_paragraph(&mut s);
         self.table_1(&mut s);
         self.default_rule_table(&mut s);

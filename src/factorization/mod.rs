@@ -50,6 +50,8 @@
 //! - [`blind`]: blind NMF and CNMF of an excerpt (unsupervised), and the
 //!   closed-form best rank-one approximations (Frobenius and KL): the
 //!   tutorial's analyses behind `sscnmf decompose`.
+//! - [`adapt`](mod@adapt): the templates adapted to the recording after the
+//!   regression, pulled towards the learned ones (`transcribe --adapt`).
 //! - [`rank_one_kl`]: template learning's fast path, the rank-one KL updates
 //!   fused into one pass over the bins per iteration (f32, SIMD).
 //!
@@ -60,6 +62,7 @@
 //! beta-divergence", ICASSP 2019. H. Wu, A. Marmoret & J. E. Cohen,
 //! "Semi-Supervised Convolutive NMF for Automatic Music Transcription", SMC 2022.
 
+pub mod adapt;
 pub mod attack_decay;
 pub mod blind;
 pub mod kernels;
@@ -69,6 +72,7 @@ pub mod reference;
 pub mod regression;
 pub mod sparse;
 
+pub use adapt::Adaptation;
 pub use rank_one::{learn_rank_one, RankOneCnmf, RankOneFit};
 pub use regression::{ConvolutiveRegression, FastSettings, FitInfo, Precision, SparseSettings};
 

@@ -180,6 +180,28 @@ pub struct FitInfo {
 }
 
 impl ConvolutiveRegression {
+    /// The lowest [`max_bins`](Self::max_bins) bins of the spectrogram and
+    /// of the templates, or `None` when the cut keeps every bin.
+    pub fn lowest_bins(
+        &self,
+        spectrogram: &Matrix<f64>,
+        templates: &ConvTemplates<f32>,
+    ) -> Result<Option<(Matrix<f64>, ConvTemplates<f32>)>> {
+        let bins = self.max_bins.unwrap_or(spectrogram.rows).clamp(1, spectrogram.rows);
+        if bins >= spectrogram.rows {
+            return Ok(None);
+        }
+        let mut m = Matrix::zeros(bins, spectrogram.cols);
+        for t in 0..spectrogram.cols {
+            m.col_mut(t).copy_from_slice(&spectrogram.col(t)[..bins]);
+        }
+        let mut data = Vec::with_capacity(bins * templates.tau * templates.n_templates);
+        for slice in templates.data.chunks(templates.n_bins) {
+            data.extend_from_slice(&slice[..bins]);
+        }
+        Ok(Some((m, ConvTemplates::new(bins, templates.tau, templates.n_templates, data)?)))
+    }
+
     /// Every setting that shapes the result, as text (for cache keys): the
     /// `Debug` form, without [`fast`](Self::fast) for [`Precision::Exact`],
     /// which ignores it.
@@ -220,22 +242,16 @@ impl ConvolutiveRegression {
         }
         let n = spectrogram.cols;
         let k = templates.n_templates;
-        let bins = self.max_bins.unwrap_or(spectrogram.rows).clamp(1, spectrogram.rows);
         let (mut m, cut_templates);
-        let templates = if bins < spectrogram.rows {
-            m = Matrix::zeros(bins, n);
-            for t in 0..n {
-                m.col_mut(t).copy_from_slice(&spectrogram.col(t)[..bins]);
+        let templates = match self.lowest_bins(spectrogram, templates)? {
+            Some((cut_m, cut_w)) => {
+                (m, cut_templates) = (cut_m, cut_w);
+                &cut_templates
             }
-            let mut data = Vec::with_capacity(bins * templates.tau * k);
-            for slice in templates.data.chunks(templates.n_bins) {
-                data.extend_from_slice(&slice[..bins]);
+            None => {
+                m = spectrogram.clone();
+                templates
             }
-            cut_templates = ConvTemplates::new(bins, templates.tau, k, data)?;
-            &cut_templates
-        } else {
-            m = spectrogram.clone();
-            templates
         };
         floor_silent_frames(&mut m, self.silence_floor);
         let h0 = random_activations(self.seed, k, n, first_frame);

@@ -1,0 +1,609 @@
+//! Adaptation of the templates to the recording being transcribed: a few
+//! multiplicative updates of the templates themselves, pulled towards the
+//! learned dictionary, after the paper's regression with fixed templates.
+//!
+//! # Model
+//!
+//! Templates learned on one piano explain another piano's notes with the
+//! wrong partial amplitudes (Wu, Marmoret & Cohen 2022, table 2: 15-35
+//! points of F lost). After the first pass (the regression of H on the
+//! learned templates `W0`, [`super::ConvolutiveRegression`]), `W` and `H`
+//! are both updated for a few rounds on the recording itself, minimising the
+//! KL divergence plus a penalty that keeps each template near its learned
+//! shape:
+//!
+//! ```text
+//! C(W, H) = D_KL(M | M̂(W, H)) + λ · D_KL(W0 | W)
+//!         = D_KL(M | M̂) + λ Σ_{f,i,q} ( W0 ln(W0 / W) − W0 + W ),
+//! ```
+//!
+//! the negative log-posterior (up to constants) of `W` under independent
+//! Gamma priors of shape `λ·W0 + 1` and rate `λ`, whose mode is `W0`
+//! (a MAP estimate; the Gamma prior is the conjugate one of the KL/Poisson
+//! likelihood, Cemgil, "Bayesian inference for nonnegative matrix
+//! factorisation models", Comput. Intell. Neurosci. 2009).
+//!
+//! # Updates
+//!
+//! Each round is one update of every template entry, then one of every
+//! activation. For `W`, Jensen's inequality gives the usual majoriser of the
+//! KL term at the current `W̃` (Lee & Seung 2001; Smaragdis 2004 for the
+//! convolutive model), `Σ_{f,i,q} (Den[q,i] · W − W̃ · Num[f,i,q] · ln W) +
+//! const`, with
+//!
+//! ```text
+//! Num[f,i,q] = Σ_t (M / M̂)[f, t] · H[q, t − i],   Den[q,i] = Σ_t H[q, t − i];
+//! ```
+//!
+//! the penalty is already separable, so the minimiser of the sum is
+//!
+//! ```text
+//! W[f,i,q] ← ( W̃[f,i,q] · Num[f,i,q] + λ · W0[f,i,q] ) / ( Den[q,i] + λ ),
+//! ```
+//!
+//! which never increases `C` (it is the majorisation–minimisation step; for
+//! λ = 0 it is the plain KL update of convolutive NMF). The H update is the
+//! regression's (the penalty does not involve H), so no round increases `C`.
+//! A template whose note is silent (`Den = 0`) returns to `W0`; a large λ
+//! keeps every template at `W0` and the result is the first pass's; a
+//! note's template moves as far as its note is played.
+//!
+//! # Scale
+//!
+//! λ is `strength × Σ_{q,t} H[q,t] / K` of the first pass's activations,
+//! fixed for the rounds: `Den` grows with the recording's level and length,
+//! and so does λ, so the adaptation does not depend on either (a recording
+//! twice as loud gives the same templates). At the end each template is
+//! rescaled to its learned L1 norm and its activations by the inverse, which
+//! leaves the model unchanged and the activations on the learned templates'
+//! scale (so the calibrated decision rule still applies).
+//!
+//! # Paths
+//!
+//! The fast path ([`Adaptation::run_fast`]) runs in f32 on the sparse
+//! activations the fast regression leaves ([`super::sparse`]): the model and
+//! the template numerator cost `2·F·τ·nnz(H)` each, the activation update is
+//! [`SparseCnmf::step`]. The exact path ([`Adaptation::run_exact`]) uses the
+//! dense f64 kernels; [`reference_round`] is the same round as plain f64
+//! loops, for the tests.
+
+use rayon::prelude::*;
+
+use super::kernels::{CnmfKernel, ACTIVATION_FLOOR, FRAME_BLOCK, TEMPLATE_FLOOR};
+use super::regression::{floor_silent_frames, ConvolutiveRegression, FitInfo, Precision};
+use super::sparse::{SparseActivations, SparseCnmf, Step};
+use super::{reference, Beta, ConvTemplates, Matrix, MODEL_FLOOR};
+use crate::{Error, Result};
+
+/// How the templates are adapted to the recording (see the
+/// [module docs](self)).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Adaptation {
+    /// Rounds of one template update and one activation update. Default
+    /// [`DEFAULT_ROUNDS`].
+    pub rounds: usize,
+    /// The prior's weight λ relative to the mean total activation of a
+    /// template (`λ = strength · Σ H / K`). Default [`DEFAULT_STRENGTH`].
+    pub strength: f64,
+}
+
+/// The default [`Adaptation::rounds`]: chosen on the first 4 dev songs of
+/// one pair (FluidR3 templates on Salamander songs), where onset F at the
+/// oracle global δ was 75.1 % without adaptation and 79.6, 81.4, 81.4 %
+/// after 10, 30, 60 rounds at strength 1 (docs/results/dev/adaptation.md);
+/// 30 rounds cost about 5 s per 30 s of audio on the 2-core machine.
+pub const DEFAULT_ROUNDS: usize = 30;
+
+/// The default [`Adaptation::strength`]: chosen on the same pair and songs
+/// as [`DEFAULT_ROUNDS`], where 0.1, 1, 10 gave 77.0, 79.6, 78.5 % (10
+/// rounds) and 0.1, 1, 3 gave 74.8, 81.4, 81.3 % (30 rounds): a weaker pull
+/// lets templates take on other notes' partials, a stronger one keeps the
+/// wrong piano's.
+pub const DEFAULT_STRENGTH: f64 = 1.0;
+
+impl Default for Adaptation {
+    fn default() -> Self {
+        Adaptation { rounds: DEFAULT_ROUNDS, strength: DEFAULT_STRENGTH }
+    }
+}
+
+/// What an adaptation did.
+#[derive(Debug, Clone, Default)]
+pub struct AdaptInfo {
+    /// The penalty weight λ used.
+    pub lambda: f64,
+    /// Wall-clock seconds of the rounds.
+    pub seconds: f64,
+    /// Floating-point operations of the rounds' products.
+    pub flops: f64,
+}
+
+impl Adaptation {
+    /// Errors unless the settings make sense.
+    pub fn validate(&self) -> Result<()> {
+        if !(self.strength.is_finite() && self.strength >= 0.0) {
+            return Err(Error::invalid_input(format!(
+                "the adaptation strength must be a nonnegative number, got {}",
+                self.strength
+            )));
+        }
+        Ok(())
+    }
+
+    /// λ for the activations `h` (values of a K × N matrix, or the nonzero
+    /// ones), `k` templates.
+    pub fn lambda<T: Copy + Into<f64>>(&self, h: &[T], k: usize) -> f64 {
+        self.strength * h.iter().map(|&x| x.into()).sum::<f64>() / k.max(1) as f64
+    }
+
+    /// The regression's fit of `spectrogram` on `templates` (frames
+    /// `first_frame ..` of a recording), then the adaptation; returns the
+    /// final activations (K × N) and the regression's record, the rounds'
+    /// time and flops added to its iterations'. Needs the KL divergence; with
+    /// a `max_bins` cut, the templates adapt on the bins below it.
+    pub fn fit_at(
+        &self,
+        regression: &ConvolutiveRegression,
+        spectrogram: &Matrix<f64>,
+        templates: &ConvTemplates<f32>,
+        first_frame: usize,
+    ) -> Result<(Matrix<f64>, FitInfo)> {
+        self.validate()?;
+        if !regression.beta.is_kl() {
+            return Err(Error::invalid_input("template adaptation needs the KL divergence (beta 1)"));
+        }
+        // With a frequency cut, the fit and the adaptation both see the lowest
+        // bins alone (the regression's own cut gives the same bits).
+        let cut = regression.lowest_bins(spectrogram, templates)?;
+        let (spectrogram, templates) = cut.as_ref().map_or((spectrogram, templates), |(m, w)| (m, w));
+        let regression = &ConvolutiveRegression { max_bins: None, ..regression.clone() };
+        let (h, mut info) = regression.fit_at(spectrogram, templates, first_frame)?;
+        let mut m = spectrogram.clone();
+        floor_silent_frames(&mut m, regression.silence_floor);
+        let (h, adapt) = match regression.precision {
+            Precision::Exact => {
+                let (_, h, adapt) = self.run_exact(&m, &templates.map(|x| x as f64), h);
+                (h, adapt)
+            }
+            Precision::Fast => {
+                let prune = regression.fast.sparse.as_ref().map_or(0.0, |s| s.prune) as f32;
+                let (_, h, adapt) = self.run_fast(&m.map(|x| x as f32), templates, h.map(|x| x as f32), prune);
+                (h.map(|x| x as f64), adapt)
+            }
+        };
+        if h.data.iter().any(|x| !x.is_finite()) {
+            return Err(Error::internal("the adapted activations became non-finite"));
+        }
+        info.iteration_seconds += adapt.seconds;
+        info.flops += adapt.flops;
+        Ok((h, info))
+    }
+
+    /// The rounds in f32 on sparse activations, from the first pass's `h`;
+    /// activations below `prune` × their local level are dropped after each
+    /// activation update, as in the fast regression. Returns the adapted
+    /// templates (at their learned norms) and activations.
+    pub fn run_fast(
+        &self,
+        m: &Matrix<f32>,
+        w0: &ConvTemplates<f32>,
+        h: Matrix<f32>,
+        prune: f32,
+    ) -> (ConvTemplates<f32>, Matrix<f32>, AdaptInfo) {
+        let started = std::time::Instant::now();
+        let mut sh = SparseActivations::from_dense(&h);
+        let lambda = self.lambda(&sh.values, w0.n_templates);
+        let mut info = AdaptInfo { lambda, ..AdaptInfo::default() };
+        let mut w = w0.clone();
+        let packed = SparseCnmf::new(w0).pack(m);
+        let (f_len, tau) = (w0.n_bins as f64, w0.tau as f64);
+        for _ in 0..self.rounds {
+            info.flops += 4.0 * f_len * tau * sh.nnz() as f64;
+            w = sparse_template_update(m, &w, w0, &sh, lambda);
+            let stats = SparseCnmf::new(&w).step(&packed, &mut sh, &Step { prune, ..Step::default() });
+            info.flops += stats.flops;
+        }
+        let mut h = sh.to_dense();
+        restore_norms(&mut w, w0, &mut h);
+        info.seconds = started.elapsed().as_secs_f64();
+        (w, h, info)
+    }
+
+    /// The rounds in f64 with the dense kernels, from the first pass's `h`.
+    pub fn run_exact(
+        &self,
+        m: &Matrix<f64>,
+        w0: &ConvTemplates<f64>,
+        mut h: Matrix<f64>,
+    ) -> (ConvTemplates<f64>, Matrix<f64>, AdaptInfo) {
+        let started = std::time::Instant::now();
+        let lambda = self.lambda(&h.data, w0.n_templates);
+        let mut info = AdaptInfo { lambda, ..AdaptInfo::default() };
+        let mut w = w0.clone();
+        let (f_len, n, k, tau) = (w0.n_bins as f64, m.cols as f64, w0.n_templates as f64, w0.tau as f64);
+        for _ in 0..self.rounds {
+            // The kernel's plain update is W̃·Num/Den; the penalised one is
+            // (W̃·Num + λ·W0)/(Den + λ) = (plain·Den + λ·W0)/(Den + λ).
+            let mut kernel = CnmfKernel::new(w.clone());
+            kernel.update_templates(m, &h, Beta::KL);
+            let plain = kernel.into_templates();
+            let den = shifted_sums(&h, w0.tau);
+            for (j, &d) in den.iter().enumerate() {
+                let range = j * w0.n_bins..(j + 1) * w0.n_bins;
+                for idx in range {
+                    w.data[idx] = penalised(plain.data[idx] * d, w.data[idx], w0.data[idx], d, lambda);
+                }
+            }
+            CnmfKernel::new(w.clone()).update_activations(m, &mut h, Beta::KL, false);
+            info.flops += 4.0 * 2.0 * f_len * n * k * tau;
+        }
+        restore_norms(&mut w, w0, &mut h);
+        info.seconds = started.elapsed().as_secs_f64();
+        (w, h, info)
+    }
+}
+
+/// The penalised template entry `(W̃·Num + λ·W0)/(Den + λ)` given
+/// `w_num = W̃·Num`, floored like the kernels' templates; `W̃` when the
+/// denominator is zero (a silent note and no penalty).
+#[inline]
+fn penalised<T: super::kernels::Real>(w_num: T, w: T, w0: T, den: T, lambda: T) -> T {
+    let d = den + lambda;
+    if d <= T::ZERO {
+        return w;
+    }
+    let v = (w_num + lambda * w0) / d;
+    if v < T::from_f64(TEMPLATE_FLOOR) {
+        T::ZERO
+    } else {
+        v
+    }
+}
+
+/// `Den[q, i] = Σ_{s < N − i} H[q, s]` at `q·τ + i`.
+fn shifted_sums<T: super::kernels::Real>(h: &Matrix<T>, tau: usize) -> Vec<T> {
+    let n = h.cols;
+    let mut den = vec![T::ZERO; h.rows * tau];
+    for q in 0..h.rows {
+        for i in 0..tau {
+            let sum: f64 = (0..n.saturating_sub(i)).map(|s| h.get(q, s).into()).sum();
+            den[q * tau + i] = T::from_f64(sum);
+        }
+    }
+    den
+}
+
+/// Rescales each template of `w` to the L1 norm of its `w0` and its row of
+/// `h` by the inverse (the model is unchanged).
+fn restore_norms<T: super::kernels::Real>(w: &mut ConvTemplates<T>, w0: &ConvTemplates<T>, h: &mut Matrix<T>) {
+    for q in 0..w.n_templates {
+        let norm: f64 = w.template(q).iter().map(|&x| x.into()).sum();
+        let target: f64 = w0.template(q).iter().map(|&x| x.into()).sum();
+        if !(norm > 0.0 && target > 0.0 && norm.is_finite()) || norm == target {
+            continue;
+        }
+        let len = w.n_bins * w.tau;
+        let shrink = T::from_f64(target / norm);
+        w.data[q * len..(q + 1) * len].iter_mut().for_each(|x| *x *= shrink);
+        let grow = T::from_f64(norm / target);
+        for t in 0..h.cols {
+            let v = h.get(q, t) * grow;
+            h.set(q, t, if v < T::from_f64(ACTIVATION_FLOOR) { T::ZERO } else { v });
+        }
+    }
+}
+
+/// One penalised template update with sparse activations (f32): the model
+/// `M̂` frame by frame from the nonzero activations, `R = M / M̂`, then each
+/// template's numerator from its note's nonzero activations. Deterministic
+/// whatever the number of threads (frames and notes are independent tasks,
+/// each summed in a fixed order).
+fn sparse_template_update(
+    m: &Matrix<f32>,
+    w: &ConvTemplates<f32>,
+    w0: &ConvTemplates<f32>,
+    h: &SparseActivations,
+    lambda: f64,
+) -> ConvTemplates<f32> {
+    let (f_len, tau, k, n) = (w.n_bins, w.tau, w.n_templates, h.n_frames);
+    assert_eq!((m.rows, m.cols), (f_len, n));
+    // R = M / max(M̂, floor), computed in blocks of frames.
+    let floor = MODEL_FLOOR as f32;
+    let mut ratio = vec![0.0f32; f_len * n];
+    ratio.par_chunks_mut(f_len * FRAME_BLOCK).enumerate().for_each(|(b, out)| {
+        for (c, col) in out.chunks_mut(f_len).enumerate() {
+            let t = b * FRAME_BLOCK + c;
+            for i in 0..tau.min(t + 1) {
+                let s = t - i;
+                for e in h.start[s]..h.start[s + 1] {
+                    let v = h.values[e];
+                    for (y, &x) in col.iter_mut().zip(w.slice(h.notes[e] as usize, i)) {
+                        *y += x * v;
+                    }
+                }
+            }
+            for (y, &x) in col.iter_mut().zip(m.col(t)) {
+                *y = if x == 0.0 { 0.0 } else { x / y.max(floor) };
+            }
+        }
+    });
+    // Each note's nonzero activations, in frame order.
+    let mut rows: Vec<Vec<(usize, f32)>> = vec![Vec::new(); k];
+    for s in 0..n {
+        for e in h.start[s]..h.start[s + 1] {
+            rows[h.notes[e] as usize].push((s, h.values[e]));
+        }
+    }
+    let lambda = lambda as f32;
+    let data: Vec<f32> = (0..k)
+        .into_par_iter()
+        .flat_map_iter(|q| {
+            let len = f_len * tau;
+            let mut num = vec![0.0f32; len];
+            let mut den = vec![0.0f64; tau];
+            for &(s, v) in &rows[q] {
+                for i in 0..tau.min(n - s) {
+                    let t = s + i;
+                    for (a, &r) in num[i * f_len..(i + 1) * f_len].iter_mut().zip(&ratio[t * f_len..(t + 1) * f_len]) {
+                        *a += r * v;
+                    }
+                    den[i] += v as f64;
+                }
+            }
+            let (wq, w0q) = (w.template(q), w0.template(q));
+            (0..len).map(move |idx| penalised(wq[idx] * num[idx], wq[idx], w0q[idx], den[idx / f_len] as f32, lambda))
+        })
+        .collect();
+    ConvTemplates { n_bins: f_len, tau, n_templates: k, data }
+}
+
+/// One round as plain f64 loops over the formulas of the
+/// [module docs](self): the penalised template update, then the activation
+/// update ([`reference::update_activations`]). For the tests.
+pub fn reference_round(
+    m: &Matrix<f64>,
+    w: &mut ConvTemplates<f64>,
+    w0: &ConvTemplates<f64>,
+    h: &mut Matrix<f64>,
+    lambda: f64,
+) {
+    let (f_len, tau, k, n) = (w.n_bins, w.tau, w.n_templates, h.cols);
+    let model = reference::reconstruct(w, h);
+    let mut updated = w.clone();
+    for q in 0..k {
+        for i in 0..tau {
+            let den: f64 = (0..n.saturating_sub(i)).map(|s| h.get(q, s)).sum();
+            for f in 0..f_len {
+                let num: f64 = (i..n).map(|t| m.get(f, t) / model.get(f, t).max(MODEL_FLOOR) * h.get(q, t - i)).sum();
+                let idx = (q * tau + i) * f_len + f;
+                if den + lambda > 0.0 {
+                    updated.data[idx] = (w.data[idx] * num + lambda * w0.data[idx]) / (den + lambda);
+                }
+            }
+        }
+    }
+    *w = updated;
+    reference::update_activations(m, w, h, Beta::KL);
+}
+
+/// The penalised objective `D_KL(M | M̂) + λ · D_KL(W0 | W)` (plain f64).
+pub fn objective(
+    m: &Matrix<f64>,
+    w: &ConvTemplates<f64>,
+    w0: &ConvTemplates<f64>,
+    h: &Matrix<f64>,
+    lambda: f64,
+) -> f64 {
+    let penalty: f64 = w0.data.iter().zip(&w.data).map(|(&a, &b)| Beta::KL.divergence(a, b.max(MODEL_FLOOR))).sum();
+    reference::loss(m, w, h, Beta::KL) + lambda * penalty
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::SplitMix64;
+    use super::*;
+
+    /// Harmonic templates of `k` notes (partials of note q at bins
+    /// (q + 3)·j), each partial's amplitude `amp(q, j)`, decaying over τ
+    /// slices; normalised to unit L1 norm.
+    fn harmonic(f: usize, tau: usize, k: usize, amp: impl Fn(usize, usize) -> f64) -> ConvTemplates<f64> {
+        let mut w = vec![0.0; f * tau * k];
+        for q in 0..k {
+            for i in 0..tau {
+                for j in 1.. {
+                    let bin = (q + 3) * j;
+                    if bin >= f {
+                        break;
+                    }
+                    // A little energy everywhere, as learned templates have.
+                    w[(q * tau + i) * f + bin] = amp(q, j) * 0.7f64.powi(i as i32);
+                }
+                for b in 0..f {
+                    w[(q * tau + i) * f + b] += 1e-4;
+                }
+            }
+            let s: f64 = w[q * tau * f..(q + 1) * tau * f].iter().sum();
+            w[q * tau * f..(q + 1) * tau * f].iter_mut().for_each(|x| *x /= s);
+        }
+        ConvTemplates::new(f, tau, k, w).unwrap()
+    }
+
+    /// Learned templates (partials falling as 1/j) and the "other piano"
+    /// (partials rising then falling) that made the spectrogram.
+    fn problem() -> (Matrix<f64>, ConvTemplates<f64>, ConvTemplates<f64>, Matrix<f64>) {
+        let (f, tau, k, n) = (48, 3, 4, 60);
+        let learned = harmonic(f, tau, k, |_, j| 1.0 / j as f64);
+        let other = harmonic(f, tau, k, |q, j| if j == 2 + q % 2 { 1.0 } else { 0.15 / j as f64 });
+        let mut truth = Matrix::zeros(k, n);
+        for (q, t, v) in [(0, 2, 3.0), (1, 10, 2.0), (2, 10, 1.0), (3, 25, 2.5), (0, 33, 1.5), (2, 41, 2.0)] {
+            truth.set(q, t, v);
+        }
+        let mut m = reference::reconstruct(&other, &truth);
+        let mut g = SplitMix64::new(5);
+        m.data.iter_mut().for_each(|x| *x += 1e-4 * g.next_unit());
+        (m, learned, other, truth)
+    }
+
+    /// The first pass: the regression of H on fixed templates.
+    fn first_pass(m: &Matrix<f64>, w: &ConvTemplates<f64>) -> Matrix<f64> {
+        let mut h = Matrix { rows: w.n_templates, cols: m.cols, data: vec![1.0; w.n_templates * m.cols] };
+        for _ in 0..200 {
+            reference::update_activations(m, w, &mut h, Beta::KL);
+        }
+        h
+    }
+
+    #[test]
+    fn rounds_never_increase_the_objective() {
+        let (m, w0, _, _) = problem();
+        for lambda in [0.0, 0.5, 20.0] {
+            let mut h = first_pass(&m, &w0);
+            let mut w = w0.clone();
+            let mut last = objective(&m, &w, &w0, &h, lambda);
+            for round in 0..15 {
+                reference_round(&m, &mut w, &w0, &mut h, lambda);
+                let now = objective(&m, &w, &w0, &h, lambda);
+                assert!(now <= last * (1.0 + 1e-12), "λ={lambda} round {round}: {now} > {last}");
+                last = now;
+            }
+        }
+    }
+
+    #[test]
+    fn the_penalty_keeps_the_templates_near_the_learned_ones() {
+        let (m, w0, _, _) = problem();
+        let distance = |lambda: f64| {
+            let mut h = first_pass(&m, &w0);
+            let mut w = w0.clone();
+            for _ in 0..10 {
+                reference_round(&m, &mut w, &w0, &mut h, lambda);
+            }
+            w.data.iter().zip(&w0.data).map(|(a, b)| (a - b).abs()).sum::<f64>()
+        };
+        let (free, mild, strong, huge) = (distance(0.0), distance(1.0), distance(30.0), distance(1e9));
+        assert!(free > mild && mild > strong && strong > huge, "{free} {mild} {strong} {huge}");
+        assert!(huge < 1e-6 * free, "{huge} vs {free}");
+    }
+
+    /// Templates move towards the piano that played, each keeps its
+    /// pitch (its largest partial stays on one of its harmonics), and the
+    /// model explains the recording better than the learned templates do.
+    #[test]
+    fn adaptation_moves_templates_to_the_new_piano_and_keeps_their_pitch() {
+        let (m, w0, other, _) = problem();
+        let h0 = first_pass(&m, &w0);
+        let adaptation = Adaptation { rounds: 30, strength: 0.1 };
+        let (w, h, info) = adaptation.run_exact(&m, &w0, h0.clone());
+        assert!(info.lambda > 0.0);
+        let before = reference::loss(&m, &w0, &h0, Beta::KL);
+        let after = reference::loss(&m, &w, &h, Beta::KL);
+        assert!(after < 0.5 * before, "{after} vs {before}");
+        let dist = |a: &ConvTemplates<f64>, q: usize| {
+            a.template(q).iter().zip(other.template(q)).map(|(x, y)| (x - y).abs()).sum::<f64>()
+        };
+        for q in 0..w.n_templates {
+            assert!(dist(&w, q) < 0.7 * dist(&w0, q), "note {q}: {} vs {}", dist(&w, q), dist(&w0, q));
+            let norm: f64 = w.template(q).iter().sum();
+            assert!((norm - 1.0).abs() < 1e-9, "{norm}");
+            let slice = w.slice(q, 0);
+            let top = (0..slice.len()).fold(0, |b, f| if slice[f] > slice[b] { f } else { b });
+            assert_eq!(top % (q + 3), 0, "note {q}: largest partial at bin {top}");
+        }
+    }
+
+    /// `rounds` of [`reference_round`] from `h0`, then the norms restored.
+    fn reference_rounds(
+        m: &Matrix<f64>,
+        w0: &ConvTemplates<f64>,
+        h0: &Matrix<f64>,
+        rounds: usize,
+        lambda: f64,
+    ) -> (ConvTemplates<f64>, Matrix<f64>) {
+        let (mut w, mut h) = (w0.clone(), h0.clone());
+        for _ in 0..rounds {
+            reference_round(m, &mut w, w0, &mut h, lambda);
+        }
+        restore_norms(&mut w, w0, &mut h);
+        (w, h)
+    }
+
+    #[test]
+    fn the_exact_path_follows_the_reference_loops() {
+        let (m, w0, _, _) = problem();
+        let h0 = first_pass(&m, &w0);
+        let adaptation = Adaptation { rounds: 4, strength: 0.3 };
+        let (w, h, info) = adaptation.run_exact(&m, &w0, h0.clone());
+        let (wr, hr) = reference_rounds(&m, &w0, &h0, 4, info.lambda);
+        let worst =
+            |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| (x - y).abs() / y.abs().max(1e-9)).fold(0.0, f64::max);
+        assert!(worst(&w.data, &wr.data) < 1e-8, "{}", worst(&w.data, &wr.data));
+        assert!(worst(&h.data, &hr.data) < 1e-8, "{}", worst(&h.data, &hr.data));
+    }
+
+    /// The f32 sparse path against the reference loops, with no pruning.
+    #[test]
+    fn the_fast_path_follows_the_reference_loops_to_single_precision() {
+        let (m, w0, _, _) = problem();
+        let h0 = first_pass(&m, &w0);
+        let adaptation = Adaptation { rounds: 4, strength: 0.3 };
+        let (w, h, info) = adaptation.run_fast(&m.map(|x| x as f32), &w0.map(|x| x as f32), h0.map(|x| x as f32), 0.0);
+        let (wr, hr) = reference_rounds(&m, &w0, &h0, 4, info.lambda);
+        let scale_w = wr.data.iter().copied().fold(0.0, f64::max);
+        let scale_h = hr.data.iter().copied().fold(0.0, f64::max);
+        let worst_w = w.data.iter().zip(&wr.data).map(|(&x, y)| (x as f64 - y).abs()).fold(0.0, f64::max);
+        let worst_h = h.data.iter().zip(&hr.data).map(|(&x, y)| (x as f64 - y).abs()).fold(0.0, f64::max);
+        assert!(worst_w < 1e-4 * scale_w, "{worst_w} vs {scale_w}");
+        assert!(worst_h < 1e-4 * scale_h, "{worst_h} vs {scale_h}");
+    }
+
+    #[test]
+    fn zero_rounds_give_the_first_pass_and_the_level_does_not_matter() {
+        let (m, w0, _, _) = problem();
+        let h0 = first_pass(&m, &w0);
+        let (w, h, _) = Adaptation { rounds: 0, strength: 1.0 }.run_exact(&m, &w0, h0.clone());
+        assert_eq!((w, h), (w0.clone(), h0.clone()));
+        // Ten times louder: the same templates, ten times the activations.
+        let adaptation = Adaptation { rounds: 5, strength: 0.5 };
+        let (w1, h1, _) = adaptation.run_exact(&m, &w0, h0.clone());
+        let loud = m.map(|x| 10.0 * x);
+        let (w10, h10, _) = adaptation.run_exact(&loud, &w0, h0.map(|x| 10.0 * x));
+        for (a, b) in w1.data.iter().zip(&w10.data) {
+            assert!((a - b).abs() <= 1e-9 * a.abs().max(1e-12), "{a} {b}");
+        }
+        let top = h10.data.iter().copied().fold(0.0, f64::max);
+        for (a, b) in h1.data.iter().zip(&h10.data) {
+            assert!((10.0 * a - b).abs() <= 1e-9 * top, "{a} {b}");
+        }
+    }
+
+    #[test]
+    fn bad_settings_are_refused() {
+        assert!(Adaptation { rounds: 1, strength: -1.0 }.validate().is_err());
+        assert!(Adaptation { rounds: 1, strength: f64::NAN }.validate().is_err());
+        let (m, w0, _, _) = problem();
+        let w = w0.map(|x| x as f32);
+        let a = Adaptation::default();
+        let beta = ConvolutiveRegression { beta: Beta::new(0.5).unwrap(), ..Default::default() };
+        assert!(a.fit_at(&beta, &m, &w, 0).is_err());
+        let (h, _) = a.fit_at(&ConvolutiveRegression::default(), &m, &w, 0).unwrap();
+        assert_eq!((h.rows, h.cols), (4, 60));
+    }
+
+    /// With a frequency cut the templates adapt on the bins below it: the
+    /// same bits as adapting on the cut spectrogram and templates, on both
+    /// paths, and not the result on all bins.
+    #[test]
+    fn a_bin_cut_adapts_on_the_lowest_bins() {
+        let (m, w0, _, _) = problem();
+        let w = w0.map(|x| x as f32);
+        let a = Adaptation::default();
+        for precision in [Precision::Exact, Precision::Fast] {
+            let cut = ConvolutiveRegression { precision, max_bins: Some(10), ..Default::default() };
+            let (cut_m, cut_w) = cut.lowest_bins(&m, &w).unwrap().expect("10 bins cut");
+            let all = ConvolutiveRegression { precision, ..Default::default() };
+            let (h, _) = a.fit_at(&cut, &m, &w, 0).unwrap();
+            assert_eq!(h.data, a.fit_at(&all, &cut_m, &cut_w, 0).unwrap().0.data, "{precision:?}");
+            assert_ne!(h.data, a.fit_at(&all, &m, &w, 0).unwrap().0.data, "{precision:?}");
+        }
+    }
+}
