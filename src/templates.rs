@@ -1,5 +1,5 @@
-//! Note templates: learning one per pitch from isolated-note recordings, and
-//! the dictionary file that stores them.
+//! Note templates: learning one per pitch (or one per pitch and intensity)
+//! from isolated-note recordings, and the dictionary file that stores them.
 //!
 //! # Learning
 //!
@@ -7,7 +7,15 @@
 //! rank-one CNMF of it ([`crate::factorization::learn_rank_one`]) gives the
 //! note's F × τ template (Wu, Marmoret & Cohen 2022, §3.1).
 //!
-//! # The dictionary file (format version 1)
+//! # Several templates per note
+//!
+//! A piano's timbre changes with how hard a key is struck (the paper's third
+//! perspective, §5): a dictionary may hold one template per pitch and
+//! intensity (MAPS's P, M, F; [`TemplateDictionary::from_intensities`]).
+//! Transcription fits all of them and merges the activation rows of each
+//! pitch ([`crate::transcription::IntensityMerge`]).
+//!
+//! # The dictionary file (format versions 1 and 2)
 //!
 //! A [safetensors](https://huggingface.co/docs/safetensors) file, readable
 //! from Python with `safetensors.numpy.load_file` / `safe_open`:
@@ -25,6 +33,14 @@
 //! (JSON of [`crate::calibration::Calibration`]: the δ, offset fraction and
 //! velocity fit calibrated on the isolated notes; files without it — written
 //! before it existed — load with the uncalibrated defaults).
+//!
+//! A dictionary with several templates per pitch is written as format
+//! version 2 (so that an older sscnmf refuses it by its version rather than
+//! misreading it): `pitches` is then non-decreasing, one entry per template,
+//! and the metadata `intensities` is the JSON list of each template's
+//! intensity label (`["P","M","F","P",…]`), no (pitch, intensity) twice.
+//! One template per pitch is still written as version 1, byte for byte as
+//! before; both versions are read.
 //!
 //! ```python
 //! from safetensors import safe_open
@@ -44,8 +60,12 @@ use crate::{Error, ErrorKind, Result};
 
 /// The dictionary file's format name (`format` metadata key).
 pub const FORMAT_NAME: &str = "sscnmf-templates";
-/// The dictionary file's format version written by this build.
+/// The dictionary file's format version written by this build for one
+/// template per pitch.
 pub const FORMAT_VERSION: u32 = 1;
+/// The format version written for several templates per pitch (metadata
+/// `intensities`).
+pub const FORMAT_VERSION_INTENSITIES: u32 = 2;
 /// The piano's range: A0 (21) to C8 (108).
 pub const PIANO_PITCHES: std::ops::RangeInclusive<u8> = 21..=108;
 
@@ -70,8 +90,14 @@ pub struct TemplateParams {
 pub struct TemplateDictionary {
     /// One template per pitch, F × τ × K, L1-normalised.
     pub templates: ConvTemplates<f32>,
-    /// MIDI pitch of each template, strictly increasing.
+    /// MIDI pitch of each template: strictly increasing with one template
+    /// per pitch, non-decreasing with several
+    /// ([`intensities`](Self::intensities)).
     pub pitches: Vec<u8>,
+    /// The intensity label of each template (`P`, `M`, `F`, …) when the
+    /// dictionary holds several templates per pitch; empty for one
+    /// template per pitch (whatever intensity it was learned from).
+    pub intensities: Vec<String>,
     /// How they were made.
     pub params: TemplateParams,
     /// The decision rule calibrated on the isolated notes (`None`: not
@@ -88,6 +114,60 @@ impl TemplateDictionary {
     /// Piano pitches (21..=108) that have no template.
     pub fn missing_pitches(&self) -> Vec<u8> {
         PIANO_PITCHES.filter(|p| !self.pitches.contains(p)).collect()
+    }
+
+    /// The distinct pitches, increasing: the rows of the activations a
+    /// transcription reads notes from.
+    pub fn distinct_pitches(&self) -> Vec<u8> {
+        let mut p = self.pitches.clone();
+        p.dedup();
+        p
+    }
+
+    /// Whether some pitch has more than one template.
+    pub fn has_several_per_pitch(&self) -> bool {
+        self.pitches.windows(2).any(|w| w[0] == w[1])
+    }
+
+    /// One dictionary of `parts` (an intensity label and the dictionary
+    /// learned from that intensity's notes, one template per pitch, all with
+    /// the same STFT and τ): every template of every part, sorted by pitch
+    /// and then in the order of `parts`, each labelled with its part's
+    /// intensity. The parameters are the first part's; its `source` names
+    /// the intensities. No calibration (calibrate the result).
+    pub fn from_intensities(parts: Vec<(String, TemplateDictionary)>) -> Result<Self> {
+        let Some((_, first)) = parts.first() else {
+            return Err(Error::invalid_input("no intensity to build a dictionary from"));
+        };
+        let (f, tau, params) = (first.templates.n_bins, first.templates.tau, first.params.clone());
+        for (label, d) in &parts {
+            if d.templates.n_bins != f || d.templates.tau != tau || d.params.stft != params.stft {
+                return Err(Error::invalid_input(format!("the templates of intensity {label} have another shape")));
+            }
+            if d.has_several_per_pitch() || !d.intensities.is_empty() {
+                return Err(Error::invalid_input(format!("intensity {label} has several templates per pitch")));
+            }
+            if parts.iter().filter(|(l, _)| l == label).count() > 1 {
+                return Err(Error::invalid_input(format!("intensity {label} is given twice")));
+            }
+        }
+        let mut order: Vec<(u8, usize, usize)> = Vec::new();
+        for (i, (_, d)) in parts.iter().enumerate() {
+            order.extend(d.pitches.iter().enumerate().map(|(q, &p)| (p, i, q)));
+        }
+        order.sort();
+        let mut data = Vec::with_capacity(order.len() * f * tau);
+        for &(_, i, q) in &order {
+            data.extend_from_slice(parts[i].1.templates.template(q));
+        }
+        let labels: Vec<&str> = parts.iter().map(|(l, _)| l.as_str()).collect();
+        Ok(TemplateDictionary {
+            templates: ConvTemplates::new(f, tau, order.len(), data)?,
+            pitches: order.iter().map(|o| o.0).collect(),
+            intensities: order.iter().map(|o| parts[o.1].0.clone()).collect(),
+            params: TemplateParams { source: format!("{} (intensities {})", params.source, labels.join(",")), ..params },
+            calibration: None,
+        })
     }
 
     /// The dictionary as safetensors bytes (format above), templates in F32.
@@ -110,8 +190,12 @@ impl TemplateDictionary {
             .map_err(|e| Error::internal(format!("templates tensor: {e}")))?;
         let pitches = TensorView::new(Dtype::U8, vec![self.pitches.len()], &self.pitches)
             .map_err(|e| Error::internal(format!("pitches tensor: {e}")))?;
-        let mut meta = model_metadata(FORMAT_NAME, FORMAT_VERSION, &self.params, &self.pitches);
+        let version = if self.intensities.is_empty() { FORMAT_VERSION } else { FORMAT_VERSION_INTENSITIES };
+        let mut meta = model_metadata(FORMAT_NAME, version, &self.params, &self.pitches);
         meta.insert("tau".to_string(), t.tau.to_string());
+        if !self.intensities.is_empty() {
+            meta.insert("intensities".to_string(), serde_json::to_string(&self.intensities).expect("strings"));
+        }
         if let Some(c) = &self.calibration {
             meta.insert("calibration".to_string(), c.to_json());
         }
@@ -124,7 +208,8 @@ impl TemplateDictionary {
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
         use safetensors::tensor::Dtype;
         let bad = |msg: String| Error::new(ErrorKind::Templates, msg);
-        let (st, meta) = open_model_file(bytes, FORMAT_NAME, FORMAT_VERSION, "templates file")?;
+        let versions = FORMAT_VERSION..=FORMAT_VERSION_INTENSITIES;
+        let (st, meta, version) = open_model_file_of_versions(bytes, FORMAT_NAME, versions, "templates file")?;
         let params = read_model_params(&meta)?;
         let stft = params.stft.clone();
         let tau_meta: usize = meta
@@ -132,7 +217,11 @@ impl TemplateDictionary {
             .and_then(|v| v.parse().ok())
             .ok_or_else(|| bad("metadata `tau` is missing or not a whole number".into()))?;
 
-        let pitches = read_pitches(&st)?;
+        let (pitches, intensities) = if version == FORMAT_VERSION {
+            (read_pitches(&st)?, Vec::new())
+        } else {
+            read_pitches_and_intensities(&st, &meta)?
+        };
         let templates_view = st.tensor("templates").map_err(|_| bad("tensor `templates` is missing".into()))?;
         if !matches!(templates_view.dtype(), Dtype::F32 | Dtype::BF16) || templates_view.shape().len() != 3 {
             return Err(bad("tensor `templates` must be F32 or BF16 of shape [K, tau, F]".into()));
@@ -179,7 +268,13 @@ impl TemplateDictionary {
             Some(json) => Some(crate::calibration::Calibration::from_json(json)?),
             None => None,
         };
-        Ok(TemplateDictionary { templates: ConvTemplates::new(f, tau, k, data)?, pitches, params, calibration })
+        Ok(TemplateDictionary {
+            templates: ConvTemplates::new(f, tau, k, data)?,
+            pitches,
+            intensities,
+            params,
+            calibration,
+        })
     }
 
     /// The dictionary built into the binary ([`BUILTIN_TEMPLATES`]): a grand
@@ -221,6 +316,11 @@ impl TemplateDictionary {
         Ok(TemplateDictionary {
             templates: ConvTemplates::new(self.templates.n_bins, self.templates.tau, keep.len(), data)?,
             pitches: keep.iter().map(|&q| self.pitches[q]).collect(),
+            intensities: if self.intensities.is_empty() {
+                Vec::new()
+            } else {
+                keep.iter().map(|&q| self.intensities[q].clone()).collect()
+            },
             params: self.params.clone(),
             calibration: self.calibration.clone(),
         })
@@ -290,6 +390,18 @@ pub(crate) fn open_model_file<'a>(
     version: u32,
     what: &str,
 ) -> Result<(safetensors::SafeTensors<'a>, HashMap<String, String>)> {
+    let (st, meta, _) = open_model_file_of_versions(bytes, format, version..=version, what)?;
+    Ok((st, meta))
+}
+
+/// [`open_model_file`] accepting any format version in `versions`; also
+/// returns the file's version.
+pub(crate) fn open_model_file_of_versions<'a>(
+    bytes: &'a [u8],
+    format: &str,
+    versions: std::ops::RangeInclusive<u32>,
+    what: &str,
+) -> Result<(safetensors::SafeTensors<'a>, HashMap<String, String>, u32)> {
     use safetensors::tensor::SafeTensors;
     let bad = |msg: String| Error::new(ErrorKind::Templates, msg);
     let st = SafeTensors::deserialize(bytes).map_err(|e| bad(format!("not a valid {what} ({e})")))?;
@@ -308,12 +420,15 @@ pub(crate) fn open_model_file<'a>(
         .get("format_version")
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| bad("metadata `format_version` is missing or not a number".into()))?;
-    if found != version {
-        return Err(bad(format!(
-            "{what} format version {found} is not supported by this sscnmf (reads version {version})"
-        )));
+    if !versions.contains(&found) {
+        let reads = if versions.start() == versions.end() {
+            format!("version {}", versions.start())
+        } else {
+            format!("versions {} to {}", versions.start(), versions.end())
+        };
+        return Err(bad(format!("{what} format version {found} is not supported by this sscnmf (reads {reads})")));
     }
-    Ok((st, meta))
+    Ok((st, meta, found))
 }
 
 /// The STFT and learning parameters of a model file's metadata, validated.
@@ -354,6 +469,46 @@ pub(crate) fn read_pitches(st: &safetensors::SafeTensors) -> Result<Vec<u8>> {
         return Err(bad("pitches must be distinct MIDI numbers in increasing order"));
     }
     Ok(pitches)
+}
+
+/// Tensor `pitches` and metadata `intensities` of a format-version-2
+/// dictionary: non-decreasing MIDI numbers, one intensity label (1 to 16
+/// letters, digits, `-` or `_`) per template, no (pitch, intensity) twice.
+fn read_pitches_and_intensities(
+    st: &safetensors::SafeTensors,
+    meta: &HashMap<String, String>,
+) -> Result<(Vec<u8>, Vec<String>)> {
+    let bad = |msg: String| Error::new(ErrorKind::Templates, msg);
+    let view = st.tensor("pitches").map_err(|_| bad("tensor `pitches` is missing".into()))?;
+    if view.dtype() != safetensors::Dtype::U8 || view.shape().len() != 1 {
+        return Err(bad("tensor `pitches` must be U8 of shape [K]".into()));
+    }
+    let pitches = view.data().to_vec();
+    if pitches.windows(2).any(|w| w[0] > w[1]) || pitches.iter().any(|&p| p > 127) {
+        return Err(bad("pitches must be MIDI numbers in non-decreasing order".into()));
+    }
+    let json = meta.get("intensities").ok_or_else(|| bad("format version 2 needs metadata `intensities`".into()))?;
+    let intensities: Vec<String> = serde_json::from_str(json)
+        .map_err(|e| bad(format!("metadata `intensities` is not a JSON list of strings ({e})")))?;
+    if intensities.len() != pitches.len() {
+        return Err(bad(format!(
+            "metadata `intensities` names {} templates but there are {} pitches",
+            intensities.len(),
+            pitches.len()
+        )));
+    }
+    let valid = |l: &str| {
+        (1..=16).contains(&l.len()) && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    };
+    if let Some(l) = intensities.iter().find(|l| !valid(l)) {
+        return Err(bad(format!("intensity label {l:?} must be 1 to 16 letters, digits, `-` or `_`")));
+    }
+    let mut pairs: Vec<(u8, &str)> = pitches.iter().copied().zip(intensities.iter().map(String::as_str)).collect();
+    pairs.sort();
+    if let Some(w) = pairs.windows(2).find(|w| w[0] == w[1]) {
+        return Err(bad(format!("two templates of MIDI pitch {} at intensity {}", w[0].0, w[0].1)));
+    }
+    Ok((pitches, intensities))
 }
 
 /// Little-endian f32 values.
@@ -558,6 +713,32 @@ impl TemplateLearner {
         self.dictionary(sorted.iter().map(|n| n.pitch).collect(), learned)
     }
 
+    /// Learns the MAPS-named isolated notes of `dir` (sustain `sustain`,
+    /// `None` = any) at each of `intensities`: with one intensity, one
+    /// template per pitch ([`learn`](Self::learn) of
+    /// [`discover_maps_notes`]); with several, one per pitch and intensity
+    /// ([`TemplateDictionary::from_intensities`]). `on_done` is called after
+    /// each note.
+    pub fn learn_maps_intensities(
+        &self,
+        dir: &Path,
+        intensities: &[String],
+        sustain: Option<u8>,
+        on_done: impl Fn(&NoteRecording) + Sync,
+    ) -> Result<TemplateDictionary> {
+        match intensities {
+            [] => Err(Error::invalid_input("no intensity to learn")),
+            [one] => self.learn(&discover_maps_notes(dir, Some(one), sustain)?, on_done),
+            several => {
+                let mut parts = Vec::new();
+                for i in several {
+                    parts.push((i.clone(), self.learn(&discover_maps_notes(dir, Some(i), sustain)?, &on_done)?));
+                }
+                TemplateDictionary::from_intensities(parts)
+            }
+        }
+    }
+
     /// Learns from notes rendered in memory (e.g. by
     /// [`crate::soundfont::render_isolated_notes`], at the STFT's sample
     /// rate), in parallel, calling `on_done` with each pitch when done.
@@ -606,6 +787,7 @@ impl TemplateLearner {
                 tool_version: env!("CARGO_PKG_VERSION").to_string(),
                 source: self.source.clone(),
             },
+            intensities: Vec::new(),
             calibration: None,
         })
     }
@@ -621,6 +803,7 @@ mod tests {
         TemplateDictionary {
             templates: ConvTemplates::new(9, 2, 3, data).unwrap(),
             pitches: vec![40, 60, 61],
+            intensities: Vec::new(),
             params: TemplateParams {
                 stft,
                 beta: 1.0,

@@ -20,6 +20,24 @@
 //!   ([`OnsetRegression`]); the activations read are the attack activations
 //!   `H^a = H ⊛ P`, as in Wu et al.'s "AD*" row.
 //!
+//! # Several templates per pitch
+//!
+//! A dictionary may hold one template per pitch and intensity
+//! ([`crate::templates`]). The regression then fits all K of them, and the
+//! K activation rows become one row per pitch before the onset rule: the
+//! row of pitch `p` is `h_p[t] = Σ_{q : pitch(q) = p} h_q[t]`
+//! ([`IntensityMerge::Sum`], the default: the model is additive, so the sum
+//! is the pitch's share of the spectrogram whichever template explains it)
+//! or their maximum ([`IntensityMerge::Max`]). Everything after — scaling,
+//! eq. 10, offsets, velocities, the calibration — reads the merged rows.
+//!
+//! The convolutive iterations' cost grows with the number of templates.
+//! [`IntensitySelection::Active`] keeps it near one template per pitch:
+//! after the NMF initialisation on all templates, each chunk keeps, for each
+//! pitch, the templates whose total activation is at least a fraction of
+//! that pitch's most active template, and runs the paper's regression
+//! (initialisation and convolutive iterations) on those alone.
+//!
 //! # Level
 //!
 //! KL activations scale with the recording's level (twice as loud, twice the
@@ -175,6 +193,121 @@ impl Activations {
     pub fn max(&self) -> f64 {
         self.values.data.iter().copied().fold(0.0, f64::max)
     }
+}
+
+/// How the activation rows of a pitch's several templates become the
+/// pitch's one row (see the [module docs](self)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub enum IntensityMerge {
+    /// `h_p[t] = Σ_q h_q[t]` over the pitch's templates (default).
+    #[default]
+    Sum,
+    /// `h_p[t] = max_q h_q[t]`.
+    Max,
+}
+
+impl IntensityMerge {
+    /// The command-line name: `sum`, `max`.
+    pub fn name(self) -> &'static str {
+        match self {
+            IntensityMerge::Sum => "sum",
+            IntensityMerge::Max => "max",
+        }
+    }
+}
+
+impl std::str::FromStr for IntensityMerge {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "sum" => Ok(IntensityMerge::Sum),
+            "max" => Ok(IntensityMerge::Max),
+            _ => Err(Error::invalid_input(format!("unknown merge '{s}' (expected sum or max)"))),
+        }
+    }
+}
+
+/// Which of a pitch's several templates the convolutive iterations use
+/// (see the [module docs](self)).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum IntensitySelection {
+    /// All of them (default).
+    #[default]
+    All,
+    /// Per chunk, after an NMF initialisation on all templates: the
+    /// templates whose summed activation over the chunk is at least
+    /// `fraction` of the largest sum among the templates of the same pitch
+    /// (1: the most active template of each pitch alone).
+    Active {
+        /// In (0, 1].
+        fraction: f64,
+    },
+}
+
+impl std::str::FromStr for IntensitySelection {
+    type Err = Error;
+
+    /// `all`, or a fraction in (0, 1] for [`IntensitySelection::Active`].
+    fn from_str(s: &str) -> Result<Self> {
+        if s.trim().eq_ignore_ascii_case("all") {
+            return Ok(IntensitySelection::All);
+        }
+        match s.trim().parse::<f64>() {
+            Ok(fraction) if fraction > 0.0 && fraction <= 1.0 => Ok(IntensitySelection::Active { fraction }),
+            _ => Err(Error::invalid_input(format!("intensity selection '{s}': expected `all` or a fraction in (0, 1]"))),
+        }
+    }
+}
+
+impl std::fmt::Display for IntensitySelection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            IntensitySelection::All => f.write_str("all"),
+            IntensitySelection::Active { fraction } => write!(f, "{fraction}"),
+        }
+    }
+}
+
+/// The rows of `values` (K × N, row `q` of template pitch `pitches[q]`,
+/// non-decreasing) merged per pitch by `merge`: D × N for the D distinct
+/// pitches, in increasing order.
+pub fn merge_pitch_rows(values: &Matrix<f64>, pitches: &[u8], merge: IntensityMerge) -> (Matrix<f64>, Vec<u8>) {
+    let mut distinct = pitches.to_vec();
+    distinct.dedup();
+    let row_of: Vec<usize> = pitches.iter().map(|p| distinct.binary_search(p).expect("a distinct pitch")).collect();
+    let mut out: Matrix<f64> = Matrix::zeros(distinct.len(), values.cols);
+    for t in 0..values.cols {
+        for (q, &r) in row_of.iter().enumerate() {
+            let (v, o) = (values.get(q, t), out.get(r, t));
+            out.set(
+                r,
+                t,
+                match merge {
+                    IntensityMerge::Sum => o + v,
+                    IntensityMerge::Max => o.max(v),
+                },
+            );
+        }
+    }
+    (out, distinct)
+}
+
+/// The templates of each pitch that [`IntensitySelection::Active`] keeps:
+/// those whose row sum in `h` (K × N) is at least `fraction` of the largest
+/// row sum among the templates of the same pitch (`pitches`, one per row).
+/// Every pitch keeps at least one template.
+pub fn active_templates(h: &Matrix<f64>, pitches: &[u8], fraction: f64) -> Vec<usize> {
+    let totals: Vec<f64> = (0..h.rows).map(|q| (0..h.cols).map(|t| h.get(q, t)).sum()).collect();
+    let mut keep = Vec::new();
+    let mut start = 0;
+    while start < pitches.len() {
+        let end = (start..pitches.len()).find(|&q| pitches[q] != pitches[start]).unwrap_or(pitches.len());
+        let best = (start..end).fold(start, |b, q| if totals[q] > totals[b] { q } else { b });
+        keep.extend((start..end).filter(|&q| q == best || totals[q] >= fraction * totals[best]));
+        start = end;
+    }
+    keep
 }
 
 /// How activations are scaled before thresholding.
@@ -527,7 +660,16 @@ pub struct Transcriber {
     /// How long recordings are cut into chunks (default: 30 s chunks with
     /// 2 s of context on each side).
     pub chunking: Chunking,
+    /// How a pitch's several templates' rows are merged (dictionaries with
+    /// several templates per pitch; default [`IntensityMerge::Sum`]).
+    pub merge: IntensityMerge,
+    /// Which of a pitch's several templates CNMF's convolutive iterations
+    /// use (default [`DEFAULT_INTENSITY_SELECTION`]).
+    pub selection: IntensitySelection,
 }
+
+/// The default [`IntensitySelection`].
+pub const DEFAULT_INTENSITY_SELECTION: IntensitySelection = IntensitySelection::All;
 
 impl Transcriber {
     /// A transcriber with the paper's method (CNMF) and defaults for `dictionary`.
@@ -564,6 +706,8 @@ impl Transcriber {
             detector,
             decode: DecodeOptions::default(),
             chunking: Chunking::default(),
+            merge: IntensityMerge::default(),
+            selection: DEFAULT_INTENSITY_SELECTION,
         })
     }
 
@@ -595,8 +739,38 @@ impl Transcriber {
                 Ok((params.attack_activations(&onsets), info))
             }
             (Method::Nmf, _) => self.regression.fit_at(m, &templates.first_slices(), first),
-            _ => self.regression.fit_at(m, templates, first),
+            _ => match self.selection {
+                IntensitySelection::Active { fraction } if self.dictionary.has_several_per_pitch() => {
+                    self.fit_active(m, first, fraction)
+                }
+                _ => self.regression.fit_at(m, templates, first),
+            },
         }
+    }
+
+    /// [`IntensitySelection::Active`]: the initialisation on every template
+    /// chooses the templates ([`active_templates`]); the regression on
+    /// those gives their rows, the others' stay zero (K × N).
+    fn fit_active(&self, m: &Matrix<f64>, first: usize, fraction: f64) -> Result<(Matrix<f64>, FitInfo)> {
+        let templates = &self.dictionary.templates;
+        let init = ConvolutiveRegression { iterations: 0, ..self.regression.clone() };
+        let (h0, info0) = init.fit_at(m, templates, first)?;
+        let keep = active_templates(&h0, &self.dictionary.pitches, fraction);
+        let mut data = Vec::with_capacity(keep.len() * templates.tau * templates.n_bins);
+        for &q in &keep {
+            data.extend_from_slice(templates.template(q));
+        }
+        let kept = ConvTemplates::new(templates.n_bins, templates.tau, keep.len(), data)?;
+        let (h, mut info) = self.regression.fit_at(m, &kept, first)?;
+        let mut full = Matrix::zeros(templates.n_templates, h.cols);
+        for t in 0..h.cols {
+            for (row, &q) in keep.iter().enumerate() {
+                full.set(q, t, h.get(row, t));
+            }
+        }
+        info.init_seconds += info0.init_seconds + info0.iteration_seconds;
+        info.flops += info0.flops;
+        Ok((full, info))
     }
 
     /// The activations of mono `samples` at the dictionary's sample rate
@@ -612,10 +786,17 @@ impl Transcriber {
         Ok((self.activations_of(values, start_seconds), times))
     }
 
+    /// The activations of the fitted rows `values` (one per template),
+    /// merged per pitch when a pitch has several templates.
     fn activations_of(&self, values: Matrix<f64>, start_seconds: f64) -> Activations {
+        let (values, pitches) = if self.dictionary.has_several_per_pitch() {
+            merge_pitch_rows(&values, &self.dictionary.pitches, self.merge)
+        } else {
+            (values, self.dictionary.pitches.clone())
+        };
         Activations {
             values,
-            pitches: self.dictionary.pitches.clone(),
+            pitches,
             hop_seconds: self.dictionary.params.stft.hop_seconds(),
             start_seconds,
         }
@@ -683,6 +864,7 @@ fn spectra_as_dictionary(model: &AttackDecayModel) -> Result<TemplateDictionary>
     Ok(TemplateDictionary {
         templates: ConvTemplates::new(p.n_bins, 2, p.n_notes, data)?,
         pitches: model.pitches.clone(),
+        intensities: Vec::new(),
         params: model.info.clone(),
         calibration: None,
     })

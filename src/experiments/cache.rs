@@ -119,6 +119,20 @@ fn learn_or_load_model<M>(
 /// procedure recalibrates without relearning; notes without a `.mid`
 /// ground truth leave the templates uncalibrated.
 pub fn learn_or_load(piano: &Piano, tau: usize, cache: Option<&Path>) -> Result<LearnedTemplates> {
+    learn_or_load_intensities(piano, tau, &["M".to_string()], cache)
+}
+
+/// [`learn_or_load`] from the notes of each of `intensities` (MAPS labels):
+/// one template per pitch for one intensity (`["M"]` is
+/// [`learn_or_load`]), one per pitch and intensity for several
+/// ([`TemplateLearner::learn_maps_intensities`]); the cache file's name
+/// holds the intensities (`M`, `PMF`).
+pub fn learn_or_load_intensities(
+    piano: &Piano,
+    tau: usize,
+    intensities: &[String],
+    cache: Option<&Path>,
+) -> Result<LearnedTemplates> {
     let (isolated, source) = isolated_notes(piano)?;
     let learner = TemplateLearner {
         cnmf: RankOneCnmf { tau, ..Default::default() },
@@ -127,8 +141,9 @@ pub fn learn_or_load(piano: &Piano, tau: usize, cache: Option<&Path>) -> Result<
     };
     let cached = cache.map(|dir| {
         dir.join(format!(
-            "{}-{source:08x}-M-tau{}-it{}-beta{}-v{}.templates",
+            "{}-{source:08x}-{}-tau{}-it{}-beta{}-v{}.templates",
             piano.name,
+            intensities.concat(),
             tau,
             learner.cnmf.iterations,
             learner.cnmf.beta.value(),
@@ -139,7 +154,7 @@ pub fn learn_or_load(piano: &Piano, tau: usize, cache: Option<&Path>) -> Result<
         cached.clone(),
         TemplateDictionary::load,
         TemplateDictionary::save,
-        || learner.learn(&discover_maps_notes(isolated, Some("M"), Some(0))?, |_| {}),
+        || learner.learn_maps_intensities(isolated, intensities, Some(0), |_| {}),
         |d| d.pitches.len(),
     )?;
     learned.model.calibration = calibrate_or_load(&learned.model, isolated, cached.as_deref())?;
@@ -238,8 +253,9 @@ fn model_digest(transcriber: &Transcriber) -> u64 {
 
 /// Everything that shapes a song's activations, as text: the audio file
 /// (path, size, modification time), the decoding, the method, its
-/// regression's settings, a digest of its model ([`model_digest`]) and the
-/// tool's version.
+/// regression's settings, a digest of its model ([`model_digest`]), the
+/// merge and selection of several templates per pitch (when the model has
+/// them) and the tool's version.
 fn activation_key(transcriber: &Transcriber, audio: &Path) -> Result<String> {
     let meta = std::fs::metadata(audio).map_err(|e| Error::io(audio, e))?;
     let modified = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
@@ -248,9 +264,14 @@ fn activation_key(transcriber: &Transcriber, audio: &Path) -> Result<String> {
         Method::AttackDecay => format!("{:?}", transcriber.onset_regression),
         Method::Cnmf | Method::Nmf => transcriber.regression.settings_key(),
     };
+    let intensities = if transcriber.dictionary().has_several_per_pitch() {
+        format!(" merge={:?} selection={:?}", transcriber.merge, transcriber.selection)
+    } else {
+        String::new()
+    };
     Ok(format!(
         "audio={} size={} modified={:?} decode={:?} chunking={:?} method={method} regression={regression} stft={:?} \
-         model={:016x} version={}",
+         model={:016x}{intensities} version={}",
         audio.display(),
         meta.len(),
         modified,

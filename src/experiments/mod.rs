@@ -40,7 +40,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 pub use cache::{
-    cached_activations, cores, learn_or_load, learn_or_load_attack_decay, LearnRecord, Learned, LearnedAttackDecay,
+    cached_activations, cores, learn_or_load, learn_or_load_attack_decay, learn_or_load_intensities, LearnRecord, Learned, LearnedAttackDecay,
     LearnedTemplates, SongActivations,
 };
 pub use dataset::{dataset_layout, discover_maestro_dataset, discover_maps_dataset, DatasetLayout, Piano, Song};
@@ -52,7 +52,10 @@ use crate::evaluation::{
 };
 use crate::factorization::Precision;
 use crate::notes::{read_notes, Note};
-use crate::transcription::{ActivationScale, Activations, Method, Model, OnsetDetector, Transcriber};
+use crate::transcription::{
+    ActivationScale, Activations, IntensityMerge, IntensitySelection, Method, Model, OnsetDetector, Transcriber,
+    DEFAULT_INTENSITY_SELECTION,
+};
 use crate::{Error, Result};
 
 /// A grid of thresholds `start:step:stop` (inclusive), or a comma list.
@@ -135,6 +138,16 @@ pub struct ExperimentConfig {
     /// slices); the attack/decay model has no τ and runs once per pair of
     /// pianos, on its own model learned from the same isolated notes.
     pub methods: Vec<Method>,
+    /// The MAPS intensities the templates are learned from (default `M`:
+    /// one template per pitch, the paper's); several (`P`, `M`, `F`) give
+    /// one template per pitch and intensity, their rows merged per pitch
+    /// (CNMF and NMF; the attack/decay model keeps intensity M).
+    pub intensities: Vec<String>,
+    /// How several templates' rows are merged (default sum).
+    pub intensity_merge: IntensityMerge,
+    /// Which of several templates CNMF's convolutive iterations use
+    /// (default [`DEFAULT_INTENSITY_SELECTION`]).
+    pub intensity_selection: IntensitySelection,
 }
 
 impl ExperimentConfig {
@@ -160,7 +173,35 @@ impl ExperimentConfig {
             compare_exact: false,
             jobs: 0,
             methods: vec![Method::Cnmf],
+            intensities: vec!["M".to_string()],
+            intensity_merge: IntensityMerge::Sum,
+            intensity_selection: DEFAULT_INTENSITY_SELECTION,
         }
+    }
+
+    /// Whether the templates have several intensities (the report says so).
+    pub fn several_intensities(&self) -> bool {
+        self.intensities.len() > 1
+    }
+
+    /// [`intensities`](Self::intensities) and their merge and selection, in
+    /// words, when there are several (`None` for one intensity).
+    pub fn intensities_description(&self) -> Option<String> {
+        self.several_intensities().then(|| {
+            let selection = match self.intensity_selection {
+                IntensitySelection::All => "all templates in the convolutive iterations".to_string(),
+                IntensitySelection::Active { fraction } => format!(
+                    "per chunk, after the NMF initialisation on all templates, the convolutive iterations on the \
+                     templates of each pitch whose summed activation is at least {fraction} of the pitch's most \
+                     active one"
+                ),
+            };
+            format!(
+                "one template per pitch and intensity ({}), the activation rows of a pitch merged by {}; {selection}",
+                self.intensities.join(", "),
+                self.intensity_merge.name()
+            )
+        })
     }
 
     /// [`methods`](Self::methods) without repeats, in the order given;
@@ -402,6 +443,10 @@ pub struct Report {
     pub jobs: usize,
     /// Wall seconds of the whole run.
     pub wall_seconds: f64,
+    /// With several intensities ([`ExperimentConfig::intensities`]): the
+    /// templates, merge and selection in words (`None`: one template per
+    /// pitch, intensity M).
+    pub intensities: Option<String>,
     /// Per condition.
     pub conditions: Vec<Condition>,
 }
@@ -714,6 +759,8 @@ pub fn run_experiment(config: &ExperimentConfig, progress: impl Fn(usize, usize,
     let run_train = |train: &Piano, method: Method, tau: Option<usize>, model: Model, record: LearnRecord| {
         let mut transcriber = Transcriber::for_method(method, model)?;
         transcriber.regression.precision = config.precision;
+        transcriber.merge = config.intensity_merge;
+        transcriber.selection = config.intensity_selection;
         transcriber.decode = DecodeOptions { duration_seconds: Some(config.duration_seconds), ..Default::default() };
         let exact = (config.compare_exact && method != Method::AttackDecay).then(|| {
             let mut exact = transcriber.clone();
@@ -759,7 +806,8 @@ pub fn run_experiment(config: &ExperimentConfig, progress: impl Fn(usize, usize,
         for &tau in &config.taus {
             for train in &trains {
                 let (model, record) = learning(format!("{} τ={tau}", train.name), &|| {
-                    let learned = learn_or_load(train, tau, config.cache.as_deref())?;
+                    let learned =
+                        learn_or_load_intensities(train, tau, &config.intensities, config.cache.as_deref())?;
                     Ok((Model::Templates(learned.model), learned.record))
                 })?;
                 for &method in &template_methods {
@@ -792,6 +840,7 @@ pub fn run_experiment(config: &ExperimentConfig, progress: impl Fn(usize, usize,
         cores: cores(),
         jobs,
         wall_seconds: started.elapsed().as_secs_f64(),
+        intensities: config.intensities_description(),
         conditions,
     })
 }

@@ -176,6 +176,9 @@ impl Report {
             self.thresholds.len(),
             self.activation_scale,
         );
+        if let Some(intensities) = &self.intensities {
+            let _ = write!(s, "Templates: {intensities}.\n\n");
+        }
         self.methods_paragraph(&mut s);
         self.table_1(&mut s);
         self.default_rule_table(&mut s);
