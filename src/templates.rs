@@ -855,6 +855,90 @@ mod tests {
         assert_eq!(old.detector.threshold, crate::transcription::DEFAULT_THRESHOLD);
     }
 
+    /// Two parts (intensities P and F) of the small dictionary, the F
+    /// part's templates doubled and without pitch 40.
+    fn two_intensities() -> TemplateDictionary {
+        let p = small_dictionary();
+        let mut f = small_dictionary().restrict(50..=70).unwrap();
+        f.templates.data.iter_mut().for_each(|x| *x *= 2.0);
+        TemplateDictionary::from_intensities(vec![("P".into(), p), ("F".into(), f)]).unwrap()
+    }
+
+    #[test]
+    fn templates_per_intensity_round_trip_as_version_2() {
+        let d = two_intensities();
+        assert_eq!(d.pitches, vec![40, 60, 60, 61, 61]);
+        assert_eq!(d.intensities, ["P", "P", "F", "P", "F"]);
+        assert_eq!(d.distinct_pitches(), vec![40, 60, 61]);
+        assert!(d.has_several_per_pitch() && !small_dictionary().has_several_per_pitch());
+        // Sorted by pitch, then in the parts' order: template 2 is F's pitch 60 (the small dictionary's
+        // template 1, doubled).
+        let small = small_dictionary();
+        assert!(d.templates.template(2).iter().zip(small.templates.template(1)).all(|(a, b)| *a == 2.0 * b));
+        assert!(d.params.source.ends_with("(intensities P,F)"), "{}", d.params.source);
+        let bytes = d.to_bytes().unwrap();
+        let version = |b: &[u8]| model_file_metadata(b, "format_version");
+        assert_eq!(version(&bytes).as_deref(), Some("2"));
+        assert_eq!(TemplateDictionary::from_bytes(&bytes).unwrap(), d);
+        assert_eq!(d.restrict(60..=60).unwrap().intensities, ["P", "F"]);
+        // One template per pitch is still version 1, without `intensities`.
+        let old = small.to_bytes().unwrap();
+        assert_eq!(version(&old).as_deref(), Some("1"));
+        assert_eq!(model_file_metadata(&old, "intensities"), None);
+        // Parts must agree and not repeat.
+        let twice = vec![("P".to_string(), small.clone()), ("P".to_string(), small.clone())];
+        assert!(TemplateDictionary::from_intensities(twice).unwrap_err().to_string().contains("given twice"));
+        let nested = vec![("X".to_string(), d.clone())];
+        assert!(TemplateDictionary::from_intensities(nested).is_err());
+        assert!(TemplateDictionary::from_intensities(Vec::new()).is_err());
+    }
+
+    /// The bytes of `d` with metadata `key` replaced by `value` (removed for
+    /// `None`) and tensor `pitches` by `pitches`.
+    fn tampered(d: &TemplateDictionary, key: &str, value: Option<&str>, pitches: &[u8]) -> Vec<u8> {
+        use safetensors::tensor::{serialize, Dtype, TensorView};
+        let bytes = d.to_bytes().unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+        let mut meta = header.metadata().clone().unwrap();
+        match value {
+            Some(v) => meta.insert(key.to_string(), v.to_string()),
+            None => meta.remove(key),
+        };
+        let t = st.tensor("templates").unwrap();
+        let templates = TensorView::new(Dtype::F32, t.shape().to_vec(), t.data()).unwrap();
+        let pitches = TensorView::new(Dtype::U8, vec![pitches.len()], pitches).unwrap();
+        serialize([("pitches", pitches), ("templates", templates)], &Some(meta)).unwrap()
+    }
+
+    #[test]
+    fn damaged_intensity_mappings_are_one_line_errors() {
+        let d = two_intensities();
+        let p = d.pitches.clone();
+        let cases: [(&str, Option<&str>, Vec<u8>, &str); 7] = [
+            ("intensities", None, p.clone(), "needs metadata `intensities`"),
+            ("intensities", Some("[\"P\",\"F\"]"), p.clone(), "names 2 templates but there are 5"),
+            ("intensities", Some("P,F"), p.clone(), "not a JSON list of strings"),
+            ("intensities", Some("[\"P\",\"P\",\"P\",\"P\",\"F\"]"), p.clone(), "two templates of MIDI pitch 60 at intensity P"),
+            ("intensities", Some("[\"P\",\"P\",\"\",\"P\",\"F\"]"), p.clone(), "must be 1 to 16 letters"),
+            ("intensities", Some("[\"P\",\"P\",\"F\",\"P\",\"F\"]"), vec![40, 61, 60, 61, 61], "non-decreasing"),
+            ("format_version", Some("3"), p.clone(), "format version 3 is not supported by this sscnmf (reads versions 1 to 2)"),
+        ];
+        for (key, value, pitches, needle) in cases {
+            let err = TemplateDictionary::from_bytes(&tampered(&d, key, value, &pitches)).unwrap_err().to_string();
+            assert!(err.contains(needle) && !err.contains('\n'), "{key}={value:?}: {err}");
+        }
+        // A version-1 file may not repeat a pitch, even with labels.
+        let err = TemplateDictionary::from_bytes(&tampered(&d, "format_version", Some("1"), &p)).unwrap_err();
+        assert!(err.to_string().contains("distinct MIDI numbers"), "{err}");
+    }
+
+    /// Metadata `key` of a safetensors file.
+    fn model_file_metadata(bytes: &[u8], key: &str) -> Option<String> {
+        let (_, header) = safetensors::SafeTensors::read_metadata(bytes).ok()?;
+        header.metadata().as_ref()?.get(key).cloned()
+    }
+
     #[test]
     fn builtin_dictionary_covers_the_piano() {
         let d = TemplateDictionary::builtin().unwrap();

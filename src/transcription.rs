@@ -304,7 +304,7 @@ pub fn active_templates(h: &Matrix<f64>, pitches: &[u8], fraction: f64) -> Vec<u
     while start < pitches.len() {
         let end = (start..pitches.len()).find(|&q| pitches[q] != pitches[start]).unwrap_or(pitches.len());
         let best = (start..end).fold(start, |b, q| if totals[q] > totals[b] { q } else { b });
-        keep.extend((start..end).filter(|&q| q == best || totals[q] >= fraction * totals[best]));
+        keep.extend((start..end).filter(|&q| q == best || (totals[q] > 0.0 && totals[q] >= fraction * totals[best])));
         start = end;
     }
     keep
@@ -1179,6 +1179,88 @@ mod tests {
         let notes = d.detect(&a);
         assert_eq!(notes.len(), 2);
         assert!((notes[0].offset - notes[1].onset).abs() < 1e-12);
+    }
+
+    #[test]
+    fn several_templates_merge_into_one_row_per_pitch() {
+        // Templates of pitches 60, 60, 60, 64: the three rows of 60 become one.
+        let rows = [[1.0, 0.0, 2.0], [0.5, 3.0, 0.0], [0.0, 0.25, 1.0], [4.0, 0.0, 0.0]];
+        let mut values = Matrix::zeros(4, 3);
+        for (q, row) in rows.iter().enumerate() {
+            for (t, &v) in row.iter().enumerate() {
+                values.set(q, t, v);
+            }
+        }
+        let pitches = [60, 60, 60, 64];
+        let (sum, distinct) = merge_pitch_rows(&values, &pitches, IntensityMerge::Sum);
+        assert_eq!(distinct, vec![60, 64]);
+        assert_eq!((0..3).map(|t| sum.get(0, t)).collect::<Vec<_>>(), vec![1.5, 3.25, 3.0]);
+        assert_eq!((0..3).map(|t| sum.get(1, t)).collect::<Vec<_>>(), vec![4.0, 0.0, 0.0]);
+        let (max, _) = merge_pitch_rows(&values, &pitches, IntensityMerge::Max);
+        assert_eq!((0..3).map(|t| max.get(0, t)).collect::<Vec<_>>(), vec![1.0, 3.0, 2.0]);
+        // Row sums 3, 3.5, 1.25 for pitch 60: at 0.5 the first two stay, at 1 the second alone; 64 keeps its one.
+        assert_eq!(active_templates(&values, &pitches, 0.5), vec![0, 1, 3]);
+        assert_eq!(active_templates(&values, &pitches, 1.0), vec![1, 3]);
+        assert_eq!(active_templates(&values, &pitches, 0.3), vec![0, 1, 2, 3]);
+        // All zeros: each pitch keeps its first template.
+        assert_eq!(active_templates(&Matrix::zeros(4, 3), &pitches, 1.0), vec![0, 3]);
+        assert_eq!("sum".parse::<IntensityMerge>().unwrap(), IntensityMerge::Sum);
+        assert!("mean".parse::<IntensityMerge>().is_err());
+        assert_eq!("all".parse::<IntensitySelection>().unwrap(), IntensitySelection::All);
+        assert_eq!("0.2".parse::<IntensitySelection>().unwrap(), IntensitySelection::Active { fraction: 0.2 });
+        assert!("0".parse::<IntensitySelection>().is_err() && "1.5".parse::<IntensitySelection>().is_err());
+    }
+
+    #[test]
+    fn a_dictionary_of_intensities_transcribes_to_one_row_per_pitch() {
+        use crate::templates::{TemplateDictionary, TemplateParams};
+        let stft = crate::spectrogram::StftConfig { sample_rate: 8000, n_fft: 64, win_length: 32, hop_length: 16 };
+        // Pitch 0's templates: bins 4 and 8 (P) and bins 4, 8, 12 (F); pitch 1: bin 10.
+        let template = |bins: &[usize]| {
+            let mut t = vec![0.0f32; 33 * 2];
+            for &b in bins {
+                t[b] = 0.5;
+                t[33 + b] = 0.25;
+            }
+            let sum: f32 = t.iter().sum();
+            t.into_iter().map(|x| x / sum + 1e-4).collect::<Vec<f32>>()
+        };
+        let data = [template(&[4, 8]), template(&[4, 8, 12]), template(&[10])].concat();
+        let params =
+            TemplateParams { stft, beta: 1.0, iterations: 1, tool_version: "t".into(), source: "unit".into() };
+        let d = TemplateDictionary {
+            templates: ConvTemplates::new(33, 2, 3, data).unwrap(),
+            pitches: vec![60, 60, 72],
+            intensities: vec!["P".into(), "F".into(), "M".into()],
+            params,
+            calibration: None,
+        };
+        let tone = |bins: &[usize], from: usize, n: usize| -> Vec<f32> {
+            (0..n)
+                .map(|i| {
+                    let t = i as f32 / 8000.0;
+                    bins.iter().map(|&b| (std::f32::consts::TAU * b as f32 * 125.0 * t).sin()).sum::<f32>()
+                        * if i >= from { 0.3 } else { 0.0 }
+                })
+                .collect()
+        };
+        let samples: Vec<f32> = tone(&[4, 8, 12], 1600, 8000).iter().zip(tone(&[10], 4000, 8000)).map(|(a, b)| a + b).collect();
+        for (merge, selection) in [
+            (IntensityMerge::Sum, IntensitySelection::All),
+            (IntensityMerge::Max, IntensitySelection::All),
+            (IntensityMerge::Sum, IntensitySelection::Active { fraction: 1.0 }),
+        ] {
+            let mut t = Transcriber::new(d.clone()).unwrap();
+            t.merge = merge;
+            t.selection = selection;
+            let a = t.activations(&samples, 0.0).unwrap();
+            assert_eq!((a.pitches.clone(), a.values.rows), (vec![60, 72], 2), "{merge:?} {selection:?}");
+            // Each pitch's merged row is quiet before its tone starts (frames 20 and 50) and strong after.
+            let row_max = |q: usize, frames: std::ops::Range<usize>| frames.map(|t| a.values.get(q, t)).fold(0.0, f64::max);
+            let (n, peak) = (a.values.cols, a.max());
+            assert!(row_max(0, 0..18) < 0.01 * peak && row_max(0, 22..n) > 0.3 * peak, "{merge:?} {selection:?}");
+            assert!(row_max(1, 0..48) < 0.01 * peak && row_max(1, 52..n) > 0.3 * peak, "{merge:?} {selection:?}");
+        }
     }
 
     #[test]
