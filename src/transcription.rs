@@ -33,10 +33,11 @@
 //!
 //! The convolutive iterations' cost grows with the number of templates.
 //! [`IntensitySelection::Active`] keeps it near one template per pitch:
-//! after the NMF initialisation on all templates, each chunk keeps, for each
-//! pitch, the templates whose total activation is at least a fraction of
-//! that pitch's most active template, and runs the paper's regression
-//! (initialisation and convolutive iterations) on those alone.
+//! after [`SELECTION_ITERATIONS`] NMF iterations on all templates, each
+//! chunk keeps, for each pitch, the templates whose total activation is at
+//! least a fraction of that pitch's most active template, and runs the
+//! paper's regression (initialisation and convolutive iterations) on those
+//! alone.
 //!
 //! # Level
 //!
@@ -668,6 +669,12 @@ pub struct Transcriber {
     pub selection: IntensitySelection,
 }
 
+/// NMF iterations (first slices, all templates) whose activations choose
+/// the templates of [`IntensitySelection::Active`]: the first 10 of the
+/// paper's 50 (with 50 the selection cost as much as the rest of the
+/// transcription; docs/results/dev/intensity-templates.md).
+pub const SELECTION_ITERATIONS: usize = 10;
+
 /// The default [`IntensitySelection`].
 pub const DEFAULT_INTENSITY_SELECTION: IntensitySelection = IntensitySelection::All;
 
@@ -748,12 +755,17 @@ impl Transcriber {
         }
     }
 
-    /// [`IntensitySelection::Active`]: the initialisation on every template
-    /// chooses the templates ([`active_templates`]); the regression on
-    /// those gives their rows, the others' stay zero (K × N).
+    /// [`IntensitySelection::Active`]: [`SELECTION_ITERATIONS`] NMF
+    /// iterations on every template choose the templates
+    /// ([`active_templates`]); the regression on those gives their rows, the
+    /// others' stay zero (K × N).
     fn fit_active(&self, m: &Matrix<f64>, first: usize, fraction: f64) -> Result<(Matrix<f64>, FitInfo)> {
         let templates = &self.dictionary.templates;
-        let init = ConvolutiveRegression { iterations: 0, ..self.regression.clone() };
+        let init = ConvolutiveRegression {
+            init_iterations: SELECTION_ITERATIONS.min(self.regression.init_iterations),
+            iterations: 0,
+            ..self.regression.clone()
+        };
         let (h0, info0) = init.fit_at(m, templates, first)?;
         let keep = active_templates(&h0, &self.dictionary.pitches, fraction);
         let mut data = Vec::with_capacity(keep.len() * templates.tau * templates.n_bins);

@@ -191,9 +191,9 @@ impl ExperimentConfig {
             let selection = match self.intensity_selection {
                 IntensitySelection::All => "all templates in the convolutive iterations".to_string(),
                 IntensitySelection::Active { fraction } => format!(
-                    "per chunk, after the NMF initialisation on all templates, the convolutive iterations on the \
-                     templates of each pitch whose summed activation is at least {fraction} of the pitch's most \
-                     active one"
+                    "per chunk, after {} NMF iterations on all templates, the paper's regression on the templates \
+                     of each pitch whose summed activation is at least {fraction} of the pitch's most active one",
+                    crate::transcription::SELECTION_ITERATIONS
                 ),
             };
             format!(
