@@ -119,18 +119,23 @@ fn learn_or_load_model<M>(
 /// procedure recalibrates without relearning; notes without a `.mid`
 /// ground truth leave the templates uncalibrated.
 pub fn learn_or_load(piano: &Piano, tau: usize, cache: Option<&Path>) -> Result<LearnedTemplates> {
-    learn_or_load_intensities(piano, tau, &["M".to_string()], cache)
+    learn_or_load_intensities(piano, tau, &["M".to_string()], Transcriber::new, cache)
 }
 
 /// [`learn_or_load`] from the notes of each of `intensities` (MAPS labels):
 /// one template per pitch for one intensity (`["M"]` is
 /// [`learn_or_load`]), one per pitch and intensity for several
 /// ([`TemplateLearner::learn_maps_intensities`]); the cache file's name
-/// holds the intensities (`M`, `PMF`).
+/// holds the intensities (`M`, `PMF`). The calibration runs on the
+/// transcriber `transcriber` makes of the (uncalibrated) dictionary: with
+/// several templates per pitch, its merge and selection shape the
+/// activations the rule is calibrated on, so they are part of the cached
+/// calibration's name.
 pub fn learn_or_load_intensities(
     piano: &Piano,
     tau: usize,
     intensities: &[String],
+    transcriber: impl Fn(TemplateDictionary) -> Result<Transcriber>,
     cache: Option<&Path>,
 ) -> Result<LearnedTemplates> {
     let (isolated, source) = isolated_notes(piano)?;
@@ -157,7 +162,7 @@ pub fn learn_or_load_intensities(
         || learner.learn_maps_intensities(isolated, intensities, Some(0), |_| {}),
         |d| d.pitches.len(),
     )?;
-    learned.model.calibration = calibrate_or_load(&learned.model, isolated, cached.as_deref())?;
+    learned.model.calibration = calibrate_or_load(&learned.model, isolated, cached.as_deref(), transcriber)?;
     Ok(learned)
 }
 
@@ -169,9 +174,16 @@ fn calibrate_or_load(
     dictionary: &TemplateDictionary,
     isolated: &Path,
     templates_file: Option<&Path>,
+    transcriber: impl Fn(TemplateDictionary) -> Result<Transcriber>,
 ) -> Result<Option<calibration::Calibration>> {
+    let plain = TemplateDictionary { calibration: None, ..dictionary.clone() };
+    let calibrating = transcriber(plain)?;
     let path = templates_file.map(|p| {
-        let digest = fnv1a(calibration::procedure_key().as_bytes(), FNV_OFFSET) as u32;
+        let mut key = calibration::procedure_key();
+        if dictionary.has_several_per_pitch() {
+            key.push_str(&format!(" merge={:?} selection={:?}", calibrating.merge, calibrating.selection));
+        }
+        let digest = fnv1a(key.as_bytes(), FNV_OFFSET) as u32;
         let mut name = p.file_name().unwrap_or_default().to_os_string();
         name.push(format!(".calibration-{digest:08x}.json"));
         p.with_file_name(name)
@@ -180,8 +192,7 @@ fn calibrate_or_load(
     if let Some(c) = stored.and_then(|json| calibration::Calibration::from_json(&json).ok()) {
         return Ok(Some(c));
     }
-    let plain = TemplateDictionary { calibration: None, ..dictionary.clone() };
-    match calibration::calibrate_on_folder(&Transcriber::new(plain)?, isolated, 0) {
+    match calibration::calibrate_on_folder(&calibrating, isolated, 0) {
         Ok(c) => {
             if let Some(p) = &path {
                 crate::files::write_atomically(p, c.to_json().as_bytes())?;

@@ -806,8 +806,13 @@ pub fn run_experiment(config: &ExperimentConfig, progress: impl Fn(usize, usize,
         for &tau in &config.taus {
             for train in &trains {
                 let (model, record) = learning(format!("{} τ={tau}", train.name), &|| {
-                    let learned =
-                        learn_or_load_intensities(train, tau, &config.intensities, config.cache.as_deref())?;
+                    let transcriber = |d| {
+                        let mut t = Transcriber::new(d)?;
+                        (t.merge, t.selection) = (config.intensity_merge, config.intensity_selection);
+                        Ok(t)
+                    };
+                    let cache = config.cache.as_deref();
+                    let learned = learn_or_load_intensities(train, tau, &config.intensities, transcriber, cache)?;
                     Ok((Model::Templates(learned.model), learned.record))
                 })?;
                 for &method in &template_methods {
