@@ -165,7 +165,10 @@ impl TemplateDictionary {
             templates: ConvTemplates::new(f, tau, order.len(), data)?,
             pitches: order.iter().map(|o| o.0).collect(),
             intensities: order.iter().map(|o| parts[o.1].0.clone()).collect(),
-            params: TemplateParams { source: format!("{} (intensities {})", params.source, labels.join(",")), ..params },
+            params: TemplateParams {
+                source: format!("{} (intensities {})", params.source, labels.join(",")),
+                ..params
+            },
             calibration: None,
         })
     }
@@ -497,9 +500,8 @@ fn read_pitches_and_intensities(
             pitches.len()
         )));
     }
-    let valid = |l: &str| {
-        (1..=16).contains(&l.len()) && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    };
+    let valid =
+        |l: &str| (1..=16).contains(&l.len()) && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
     if let Some(l) = intensities.iter().find(|l| !valid(l)) {
         return Err(bad(format!("intensity label {l:?} must be 1 to 16 letters, digits, `-` or `_`")));
     }
@@ -919,10 +921,20 @@ mod tests {
             ("intensities", None, p.clone(), "needs metadata `intensities`"),
             ("intensities", Some("[\"P\",\"F\"]"), p.clone(), "names 2 templates but there are 5"),
             ("intensities", Some("P,F"), p.clone(), "not a JSON list of strings"),
-            ("intensities", Some("[\"P\",\"P\",\"P\",\"P\",\"F\"]"), p.clone(), "two templates of MIDI pitch 60 at intensity P"),
+            (
+                "intensities",
+                Some("[\"P\",\"P\",\"P\",\"P\",\"F\"]"),
+                p.clone(),
+                "two templates of MIDI pitch 60 at intensity P",
+            ),
             ("intensities", Some("[\"P\",\"P\",\"\",\"P\",\"F\"]"), p.clone(), "must be 1 to 16 letters"),
             ("intensities", Some("[\"P\",\"P\",\"F\",\"P\",\"F\"]"), vec![40, 61, 60, 61, 61], "non-decreasing"),
-            ("format_version", Some("3"), p.clone(), "format version 3 is not supported by this sscnmf (reads versions 1 to 2)"),
+            (
+                "format_version",
+                Some("3"),
+                p.clone(),
+                "format version 3 is not supported by this sscnmf (reads versions 1 to 2)",
+            ),
         ];
         for (key, value, pitches, needle) in cases {
             let err = TemplateDictionary::from_bytes(&tampered(&d, key, value, &pitches)).unwrap_err().to_string();

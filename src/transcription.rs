@@ -256,7 +256,9 @@ impl std::str::FromStr for IntensitySelection {
         }
         match s.trim().parse::<f64>() {
             Ok(fraction) if fraction > 0.0 && fraction <= 1.0 => Ok(IntensitySelection::Active { fraction }),
-            _ => Err(Error::invalid_input(format!("intensity selection '{s}': expected `all` or a fraction in (0, 1]"))),
+            _ => {
+                Err(Error::invalid_input(format!("intensity selection '{s}': expected `all` or a fraction in (0, 1]")))
+            }
         }
     }
 }
@@ -806,12 +808,7 @@ impl Transcriber {
         } else {
             (values, self.dictionary.pitches.clone())
         };
-        Activations {
-            values,
-            pitches,
-            hop_seconds: self.dictionary.params.stft.hop_seconds(),
-            start_seconds,
-        }
+        Activations { values, pitches, hop_seconds: self.dictionary.params.stft.hop_seconds(), start_seconds }
     }
 
     /// Reads notes from activations fitted in `times`.
@@ -1238,8 +1235,7 @@ mod tests {
             t.into_iter().map(|x| x / sum + 1e-4).collect::<Vec<f32>>()
         };
         let data = [template(&[4, 8]), template(&[4, 8, 12]), template(&[10])].concat();
-        let params =
-            TemplateParams { stft, beta: 1.0, iterations: 1, tool_version: "t".into(), source: "unit".into() };
+        let params = TemplateParams { stft, beta: 1.0, iterations: 1, tool_version: "t".into(), source: "unit".into() };
         let d = TemplateDictionary {
             templates: ConvTemplates::new(33, 2, 3, data).unwrap(),
             pitches: vec![60, 60, 72],
@@ -1256,7 +1252,8 @@ mod tests {
                 })
                 .collect()
         };
-        let samples: Vec<f32> = tone(&[4, 8, 12], 1600, 8000).iter().zip(tone(&[10], 4000, 8000)).map(|(a, b)| a + b).collect();
+        let samples: Vec<f32> =
+            tone(&[4, 8, 12], 1600, 8000).iter().zip(tone(&[10], 4000, 8000)).map(|(a, b)| a + b).collect();
         for (merge, selection) in [
             (IntensityMerge::Sum, IntensitySelection::All),
             (IntensityMerge::Max, IntensitySelection::All),
@@ -1268,7 +1265,8 @@ mod tests {
             let a = t.activations(&samples, 0.0).unwrap();
             assert_eq!((a.pitches.clone(), a.values.rows), (vec![60, 72], 2), "{merge:?} {selection:?}");
             // Each pitch's merged row is quiet before its tone starts (frames 20 and 50) and strong after.
-            let row_max = |q: usize, frames: std::ops::Range<usize>| frames.map(|t| a.values.get(q, t)).fold(0.0, f64::max);
+            let row_max =
+                |q: usize, frames: std::ops::Range<usize>| frames.map(|t| a.values.get(q, t)).fold(0.0, f64::max);
             let (n, peak) = (a.values.cols, a.max());
             assert!(row_max(0, 0..18) < 0.01 * peak && row_max(0, 22..n) > 0.3 * peak, "{merge:?} {selection:?}");
             assert!(row_max(1, 0..48) < 0.01 * peak && row_max(1, 52..n) > 0.3 * peak, "{merge:?} {selection:?}");

@@ -500,9 +500,10 @@ fn several_intensities_in_the_experiment_and_in_learn() {
     assert!(c2.calibrated && c2.default_rule.onset.precision >= 0.95, "{:?}", c2.default_rule);
     assert!((c2.default_rule.onset.f_measure - c1.default_rule.onset.f_measure).abs() <= 0.1, "{c1:?} {c2:?}");
     // The merge and the selection are part of the activations' key: changing them recomputes.
-    for (merge, selection) in
-        [(IntensityMerge::Max, IntensitySelection::All), (IntensityMerge::Sum, IntensitySelection::Active { fraction: 1.0 })]
-    {
+    for (merge, selection) in [
+        (IntensityMerge::Max, IntensitySelection::All),
+        (IntensityMerge::Sum, IntensitySelection::Active { fraction: 1.0 }),
+    ] {
         let cfg = ExperimentConfig { intensity_merge: merge, intensity_selection: selection, ..two_cfg.clone() };
         let r = run(&cfg);
         let c = &r.conditions[0];
@@ -523,17 +524,17 @@ fn several_intensities_in_the_experiment_and_in_learn() {
     assert_eq!(d.intensities, ["M", "F", "M", "F", "M", "F"]);
     assert!(d.calibration.is_some());
     let song = data.join("PianoA/MUS/MAPS_MUS-song0_PianoA.wav");
-    let csv = root.path().join("song.csv");
+    let midi = root.path().join("song.mid");
     let o = common::sscnmf(&[
         "transcribe",
         song.to_str().unwrap(),
         "--templates",
         out.to_str().unwrap(),
         "-o",
-        csv.to_str().unwrap(),
+        midi.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let notes = read_notes(&csv).unwrap();
+    let notes = read_notes(&midi).unwrap();
     let reference = song_notes(SONGS[0]);
     assert!(evaluate(&reference, &notes, 0.05, 0.2).onset.f_measure >= 0.75, "{notes:?}");
     // Several intensities need a MAPS folder.

@@ -89,8 +89,7 @@ pub(super) fn learn(a: LearnArgs) -> anyhow::Result<()> {
         return learn_from_soundfont(&a, sf2);
     }
     let several = a.intensity.len() > 1;
-    if several && (a.manifest.is_some() || a.method == Method::AttackDecay || a.intensity.iter().any(|i| i == "any"))
-    {
+    if several && (a.manifest.is_some() || a.method == Method::AttackDecay || a.intensity.iter().any(|i| i == "any")) {
         bail!("several --intensity values need a MAPS folder, --method cnmf and no `any`");
     }
     let sustain = match a.sustain.as_str() {

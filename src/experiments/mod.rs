@@ -40,8 +40,8 @@ use std::time::Instant;
 use serde::Serialize;
 
 pub use cache::{
-    cached_activations, cores, learn_or_load, learn_or_load_attack_decay, learn_or_load_intensities, LearnRecord, Learned, LearnedAttackDecay,
-    LearnedTemplates, SongActivations,
+    cached_activations, cores, learn_or_load, learn_or_load_attack_decay, learn_or_load_intensities, LearnRecord,
+    Learned, LearnedAttackDecay, LearnedTemplates, SongActivations,
 };
 pub use dataset::{dataset_layout, discover_maestro_dataset, discover_maps_dataset, DatasetLayout, Piano, Song};
 pub use report::CrossPianoTable;
