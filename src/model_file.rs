@@ -34,6 +34,18 @@ pub(crate) fn open_model_file<'a>(
     version: u32,
     what: &str,
 ) -> Result<(safetensors::SafeTensors<'a>, HashMap<String, String>)> {
+    let (st, meta, _) = open_model_file_of_versions(bytes, format, version..=version, what)?;
+    Ok((st, meta))
+}
+
+/// [`open_model_file`] accepting any format version in `versions`; also
+/// returns the file's version.
+pub(crate) fn open_model_file_of_versions<'a>(
+    bytes: &'a [u8],
+    format: &str,
+    versions: std::ops::RangeInclusive<u32>,
+    what: &str,
+) -> Result<(safetensors::SafeTensors<'a>, HashMap<String, String>, u32)> {
     use safetensors::tensor::SafeTensors;
     let bad = |msg: String| Error::new(ErrorKind::Templates, msg);
     let st = SafeTensors::deserialize(bytes).map_err(|e| bad(format!("not a valid {what} ({e})")))?;
@@ -52,10 +64,13 @@ pub(crate) fn open_model_file<'a>(
         .get("format_version")
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| bad("metadata `format_version` is missing or not a number".into()))?;
-    if found != version {
-        return Err(bad(format!(
-            "{what} format version {found} is not supported by this sscnmf (reads version {version})"
-        )));
+    if !versions.contains(&found) {
+        let reads = if versions.start() == versions.end() {
+            format!("version {}", versions.start())
+        } else {
+            format!("versions {} to {}", versions.start(), versions.end())
+        };
+        return Err(bad(format!("{what} format version {found} is not supported by this sscnmf (reads {reads})")));
     }
-    Ok((st, meta))
+    Ok((st, meta, found))
 }

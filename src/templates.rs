@@ -1,5 +1,5 @@
-//! Note templates: learning one per pitch from isolated-note recordings, and
-//! the dictionary file that stores them.
+//! Note templates: learning one per pitch (or one per pitch and intensity)
+//! from isolated-note recordings, and the dictionary file that stores them.
 //!
 //! # Learning
 //!
@@ -7,7 +7,15 @@
 //! rank-one CNMF of it ([`crate::factorization::learn_rank_one`]) gives the
 //! note's F × τ template (Wu, Marmoret & Cohen 2022, §3.1).
 //!
-//! # The dictionary file (format version 1)
+//! # Several templates per note
+//!
+//! A piano's timbre changes with how hard a key is struck (the paper's third
+//! perspective, §5): a dictionary may hold one template per pitch and
+//! intensity (MAPS's P, M, F; [`TemplateDictionary::from_intensities`]).
+//! Transcription fits all of them and merges the activation rows of each
+//! pitch ([`crate::transcription::IntensityMerge`]).
+//!
+//! # The dictionary file (format versions 1 and 2)
 //!
 //! A [safetensors](https://huggingface.co/docs/safetensors) file, readable
 //! from Python with `safetensors.numpy.load_file` / `safe_open`:
@@ -26,6 +34,14 @@
 //! velocity fit calibrated on the isolated notes; files without it — written
 //! before it existed — load with the uncalibrated defaults).
 //!
+//! A dictionary with several templates per pitch is written as format
+//! version 2 (so that an older sscnmf refuses it by its version rather than
+//! misreading it): `pitches` is then non-decreasing, one entry per template,
+//! and the metadata `intensities` is the JSON list of each template's
+//! intensity label (`["P","M","F","P",…]`), no (pitch, intensity) twice.
+//! One template per pitch is still written as version 1, byte for byte as
+//! before; both versions are read.
+//!
 //! ```python
 //! from safetensors import safe_open
 //! with safe_open("piano.templates", "numpy") as f:
@@ -41,14 +57,18 @@ use crate::audio::{load_audio, DecodeOptions};
 use crate::decision::Calibration;
 use crate::factorization::{learn_rank_one, Beta, ConvTemplates, Matrix, RankOneCnmf};
 pub use crate::model_file::model_file_format;
-use crate::model_file::open_model_file;
+use crate::model_file::open_model_file_of_versions;
 use crate::spectrogram::{Stft, StftConfig};
 use crate::{Error, ErrorKind, Result};
 
 /// The dictionary file's format name (`format` metadata key).
 pub const FORMAT_NAME: &str = crate::model_file::TEMPLATES_FORMAT;
-/// The dictionary file's format version written by this build.
+/// The dictionary file's format version written by this build for one
+/// template per pitch.
 pub const FORMAT_VERSION: u32 = 1;
+/// The format version written for several templates per pitch (metadata
+/// `intensities`).
+pub const FORMAT_VERSION_INTENSITIES: u32 = 2;
 /// The piano's range: A0 (21) to C8 (108).
 pub const PIANO_PITCHES: std::ops::RangeInclusive<u8> = 21..=108;
 
@@ -73,8 +93,14 @@ pub struct TemplateParams {
 pub struct TemplateDictionary {
     /// One template per pitch, F × τ × K, L1-normalised.
     pub templates: ConvTemplates<f32>,
-    /// MIDI pitch of each template, strictly increasing.
+    /// MIDI pitch of each template: strictly increasing with one template
+    /// per pitch, non-decreasing with several
+    /// ([`intensities`](Self::intensities)).
     pub pitches: Vec<u8>,
+    /// The intensity label of each template (`P`, `M`, `F`, …) when the
+    /// dictionary holds several templates per pitch; empty for one
+    /// template per pitch (whatever intensity it was learned from).
+    pub intensities: Vec<String>,
     /// How they were made.
     pub params: TemplateParams,
     /// The decision rule calibrated on the isolated notes (`None`: not
@@ -91,6 +117,63 @@ impl TemplateDictionary {
     /// Piano pitches (21..=108) that have no template.
     pub fn missing_pitches(&self) -> Vec<u8> {
         PIANO_PITCHES.filter(|p| !self.pitches.contains(p)).collect()
+    }
+
+    /// The distinct pitches, increasing: the rows of the activations a
+    /// transcription reads notes from.
+    pub fn distinct_pitches(&self) -> Vec<u8> {
+        let mut p = self.pitches.clone();
+        p.dedup();
+        p
+    }
+
+    /// Whether some pitch has more than one template.
+    pub fn has_several_per_pitch(&self) -> bool {
+        self.pitches.windows(2).any(|w| w[0] == w[1])
+    }
+
+    /// One dictionary of `parts` (an intensity label and the dictionary
+    /// learned from that intensity's notes, one template per pitch, all with
+    /// the same STFT and τ): every template of every part, sorted by pitch
+    /// and then in the order of `parts`, each labelled with its part's
+    /// intensity. The parameters are the first part's; its `source` names
+    /// the intensities. No calibration (calibrate the result).
+    pub fn from_intensities(parts: Vec<(String, TemplateDictionary)>) -> Result<Self> {
+        let Some((_, first)) = parts.first() else {
+            return Err(Error::invalid_input("no intensity to build a dictionary from"));
+        };
+        let (f, tau, params) = (first.templates.n_bins, first.templates.tau, first.params.clone());
+        for (label, d) in &parts {
+            if d.templates.n_bins != f || d.templates.tau != tau || d.params.stft != params.stft {
+                return Err(Error::invalid_input(format!("the templates of intensity {label} have another shape")));
+            }
+            if d.has_several_per_pitch() || !d.intensities.is_empty() {
+                return Err(Error::invalid_input(format!("intensity {label} has several templates per pitch")));
+            }
+            if parts.iter().filter(|(l, _)| l == label).count() > 1 {
+                return Err(Error::invalid_input(format!("intensity {label} is given twice")));
+            }
+        }
+        let mut order: Vec<(u8, usize, usize)> = Vec::new();
+        for (i, (_, d)) in parts.iter().enumerate() {
+            order.extend(d.pitches.iter().enumerate().map(|(q, &p)| (p, i, q)));
+        }
+        order.sort();
+        let mut data = Vec::with_capacity(order.len() * f * tau);
+        for &(_, i, q) in &order {
+            data.extend_from_slice(parts[i].1.templates.template(q));
+        }
+        let labels: Vec<&str> = parts.iter().map(|(l, _)| l.as_str()).collect();
+        Ok(TemplateDictionary {
+            templates: ConvTemplates::new(f, tau, order.len(), data)?,
+            pitches: order.iter().map(|o| o.0).collect(),
+            intensities: order.iter().map(|o| parts[o.1].0.clone()).collect(),
+            params: TemplateParams {
+                source: format!("{} (intensities {})", params.source, labels.join(",")),
+                ..params
+            },
+            calibration: None,
+        })
     }
 
     /// The dictionary as safetensors bytes (format above), templates in F32.
@@ -113,8 +196,12 @@ impl TemplateDictionary {
             .map_err(|e| Error::internal(format!("templates tensor: {e}")))?;
         let pitches = TensorView::new(Dtype::U8, vec![self.pitches.len()], &self.pitches)
             .map_err(|e| Error::internal(format!("pitches tensor: {e}")))?;
-        let mut meta = model_metadata(FORMAT_NAME, FORMAT_VERSION, &self.params, &self.pitches);
+        let version = if self.intensities.is_empty() { FORMAT_VERSION } else { FORMAT_VERSION_INTENSITIES };
+        let mut meta = model_metadata(FORMAT_NAME, version, &self.params, &self.pitches);
         meta.insert("tau".to_string(), t.tau.to_string());
+        if !self.intensities.is_empty() {
+            meta.insert("intensities".to_string(), serde_json::to_string(&self.intensities).expect("strings"));
+        }
         if let Some(c) = &self.calibration {
             meta.insert("calibration".to_string(), c.to_json());
         }
@@ -127,7 +214,8 @@ impl TemplateDictionary {
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
         use safetensors::tensor::Dtype;
         let bad = |msg: String| Error::new(ErrorKind::Templates, msg);
-        let (st, meta) = open_model_file(bytes, FORMAT_NAME, FORMAT_VERSION, "templates file")?;
+        let versions = FORMAT_VERSION..=FORMAT_VERSION_INTENSITIES;
+        let (st, meta, version) = open_model_file_of_versions(bytes, FORMAT_NAME, versions, "templates file")?;
         let params = read_model_params(&meta)?;
         let stft = params.stft.clone();
         let tau_meta: usize = meta
@@ -135,7 +223,11 @@ impl TemplateDictionary {
             .and_then(|v| v.parse().ok())
             .ok_or_else(|| bad("metadata `tau` is missing or not a whole number".into()))?;
 
-        let pitches = read_pitches(&st)?;
+        let (pitches, intensities) = if version == FORMAT_VERSION {
+            (read_pitches(&st)?, Vec::new())
+        } else {
+            read_pitches_and_intensities(&st, &meta)?
+        };
         let templates_view = st.tensor("templates").map_err(|_| bad("tensor `templates` is missing".into()))?;
         if !matches!(templates_view.dtype(), Dtype::F32 | Dtype::BF16) || templates_view.shape().len() != 3 {
             return Err(bad("tensor `templates` must be F32 or BF16 of shape [K, tau, F]".into()));
@@ -182,7 +274,13 @@ impl TemplateDictionary {
             Some(json) => Some(Calibration::from_json(json)?),
             None => None,
         };
-        Ok(TemplateDictionary { templates: ConvTemplates::new(f, tau, k, data)?, pitches, params, calibration })
+        Ok(TemplateDictionary {
+            templates: ConvTemplates::new(f, tau, k, data)?,
+            pitches,
+            intensities,
+            params,
+            calibration,
+        })
     }
 
     /// The dictionary built into the binary ([`BUILTIN_TEMPLATES`]): a grand
@@ -224,6 +322,11 @@ impl TemplateDictionary {
         Ok(TemplateDictionary {
             templates: ConvTemplates::new(self.templates.n_bins, self.templates.tau, keep.len(), data)?,
             pitches: keep.iter().map(|&q| self.pitches[q]).collect(),
+            intensities: if self.intensities.is_empty() {
+                Vec::new()
+            } else {
+                keep.iter().map(|&q| self.intensities[q].clone()).collect()
+            },
             params: self.params.clone(),
             calibration: self.calibration.clone(),
         })
@@ -311,6 +414,45 @@ pub(crate) fn read_pitches(st: &safetensors::SafeTensors) -> Result<Vec<u8>> {
         return Err(bad("pitches must be distinct MIDI numbers in increasing order"));
     }
     Ok(pitches)
+}
+
+/// Tensor `pitches` and metadata `intensities` of a format-version-2
+/// dictionary: non-decreasing MIDI numbers, one intensity label (1 to 16
+/// letters, digits, `-` or `_`) per template, no (pitch, intensity) twice.
+fn read_pitches_and_intensities(
+    st: &safetensors::SafeTensors,
+    meta: &HashMap<String, String>,
+) -> Result<(Vec<u8>, Vec<String>)> {
+    let bad = |msg: String| Error::new(ErrorKind::Templates, msg);
+    let view = st.tensor("pitches").map_err(|_| bad("tensor `pitches` is missing".into()))?;
+    if view.dtype() != safetensors::Dtype::U8 || view.shape().len() != 1 {
+        return Err(bad("tensor `pitches` must be U8 of shape [K]".into()));
+    }
+    let pitches = view.data().to_vec();
+    if pitches.windows(2).any(|w| w[0] > w[1]) || pitches.iter().any(|&p| p > 127) {
+        return Err(bad("pitches must be MIDI numbers in non-decreasing order".into()));
+    }
+    let json = meta.get("intensities").ok_or_else(|| bad("format version 2 needs metadata `intensities`".into()))?;
+    let intensities: Vec<String> = serde_json::from_str(json)
+        .map_err(|e| bad(format!("metadata `intensities` is not a JSON list of strings ({e})")))?;
+    if intensities.len() != pitches.len() {
+        return Err(bad(format!(
+            "metadata `intensities` names {} templates but there are {} pitches",
+            intensities.len(),
+            pitches.len()
+        )));
+    }
+    let valid =
+        |l: &str| (1..=16).contains(&l.len()) && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if let Some(l) = intensities.iter().find(|l| !valid(l)) {
+        return Err(bad(format!("intensity label {l:?} must be 1 to 16 letters, digits, `-` or `_`")));
+    }
+    let mut pairs: Vec<(u8, &str)> = pitches.iter().copied().zip(intensities.iter().map(String::as_str)).collect();
+    pairs.sort();
+    if let Some(w) = pairs.windows(2).find(|w| w[0] == w[1]) {
+        return Err(bad(format!("two templates of MIDI pitch {} at intensity {}", w[0].0, w[0].1)));
+    }
+    Ok((pitches, intensities))
 }
 
 /// Little-endian f32 values.
@@ -515,6 +657,32 @@ impl TemplateLearner {
         self.dictionary(sorted.iter().map(|n| n.pitch).collect(), learned)
     }
 
+    /// Learns the MAPS-named isolated notes of `dir` (sustain `sustain`,
+    /// `None` = any) at each of `intensities`: with one intensity, one
+    /// template per pitch ([`learn`](Self::learn) of
+    /// [`discover_maps_notes`]); with several, one per pitch and intensity
+    /// ([`TemplateDictionary::from_intensities`]). `on_done` is called after
+    /// each note.
+    pub fn learn_maps_intensities(
+        &self,
+        dir: &Path,
+        intensities: &[String],
+        sustain: Option<u8>,
+        on_done: impl Fn(&NoteRecording) + Sync,
+    ) -> Result<TemplateDictionary> {
+        match intensities {
+            [] => Err(Error::invalid_input("no intensity to learn")),
+            [one] => self.learn(&discover_maps_notes(dir, Some(one), sustain)?, on_done),
+            several => {
+                let mut parts = Vec::new();
+                for i in several {
+                    parts.push((i.clone(), self.learn(&discover_maps_notes(dir, Some(i), sustain)?, &on_done)?));
+                }
+                TemplateDictionary::from_intensities(parts)
+            }
+        }
+    }
+
     /// Learns from notes rendered in memory (e.g. by
     /// [`crate::soundfont::render_isolated_notes`], at the STFT's sample
     /// rate), in parallel, calling `on_done` with each pitch when done.
@@ -563,6 +731,7 @@ impl TemplateLearner {
                 tool_version: env!("CARGO_PKG_VERSION").to_string(),
                 source: self.source.clone(),
             },
+            intensities: Vec::new(),
             calibration: None,
         })
     }
@@ -578,6 +747,7 @@ mod tests {
         TemplateDictionary {
             templates: ConvTemplates::new(9, 2, 3, data).unwrap(),
             pitches: vec![40, 60, 61],
+            intensities: Vec::new(),
             params: TemplateParams {
                 stft,
                 beta: 1.0,
@@ -627,6 +797,100 @@ mod tests {
         let old = crate::transcription::Transcriber::new(small_dictionary()).unwrap();
         assert_eq!(old.detector, crate::transcription::OnsetDetector::default());
         assert_eq!(old.detector.threshold, crate::transcription::DEFAULT_THRESHOLD);
+    }
+
+    /// Two parts (intensities P and F) of the small dictionary, the F
+    /// part's templates doubled and without pitch 40.
+    fn two_intensities() -> TemplateDictionary {
+        let p = small_dictionary();
+        let mut f = small_dictionary().restrict(50..=70).unwrap();
+        f.templates.data.iter_mut().for_each(|x| *x *= 2.0);
+        TemplateDictionary::from_intensities(vec![("P".into(), p), ("F".into(), f)]).unwrap()
+    }
+
+    #[test]
+    fn templates_per_intensity_round_trip_as_version_2() {
+        let d = two_intensities();
+        assert_eq!(d.pitches, vec![40, 60, 60, 61, 61]);
+        assert_eq!(d.intensities, ["P", "P", "F", "P", "F"]);
+        assert_eq!(d.distinct_pitches(), vec![40, 60, 61]);
+        assert!(d.has_several_per_pitch() && !small_dictionary().has_several_per_pitch());
+        // Sorted by pitch, then in the parts' order: template 2 is F's pitch 60 (the small dictionary's
+        // template 1, doubled).
+        let small = small_dictionary();
+        assert!(d.templates.template(2).iter().zip(small.templates.template(1)).all(|(a, b)| *a == 2.0 * b));
+        assert!(d.params.source.ends_with("(intensities P,F)"), "{}", d.params.source);
+        let bytes = d.to_bytes().unwrap();
+        let version = |b: &[u8]| model_file_metadata(b, "format_version");
+        assert_eq!(version(&bytes).as_deref(), Some("2"));
+        assert_eq!(TemplateDictionary::from_bytes(&bytes).unwrap(), d);
+        assert_eq!(d.restrict(60..=60).unwrap().intensities, ["P", "F"]);
+        // One template per pitch is still version 1, without `intensities`.
+        let old = small.to_bytes().unwrap();
+        assert_eq!(version(&old).as_deref(), Some("1"));
+        assert_eq!(model_file_metadata(&old, "intensities"), None);
+        // Parts must agree and not repeat.
+        let twice = vec![("P".to_string(), small.clone()), ("P".to_string(), small.clone())];
+        assert!(TemplateDictionary::from_intensities(twice).unwrap_err().to_string().contains("given twice"));
+        let nested = vec![("X".to_string(), d.clone())];
+        assert!(TemplateDictionary::from_intensities(nested).is_err());
+        assert!(TemplateDictionary::from_intensities(Vec::new()).is_err());
+    }
+
+    /// The bytes of `d` with metadata `key` replaced by `value` (removed for
+    /// `None`) and tensor `pitches` by `pitches`.
+    fn tampered(d: &TemplateDictionary, key: &str, value: Option<&str>, pitches: &[u8]) -> Vec<u8> {
+        use safetensors::tensor::{serialize, Dtype, TensorView};
+        let bytes = d.to_bytes().unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+        let mut meta = header.metadata().clone().unwrap();
+        match value {
+            Some(v) => meta.insert(key.to_string(), v.to_string()),
+            None => meta.remove(key),
+        };
+        let t = st.tensor("templates").unwrap();
+        let templates = TensorView::new(Dtype::F32, t.shape().to_vec(), t.data()).unwrap();
+        let pitches = TensorView::new(Dtype::U8, vec![pitches.len()], pitches).unwrap();
+        serialize([("pitches", pitches), ("templates", templates)], &Some(meta)).unwrap()
+    }
+
+    #[test]
+    fn damaged_intensity_mappings_are_one_line_errors() {
+        let d = two_intensities();
+        let p = d.pitches.clone();
+        let cases: [(&str, Option<&str>, Vec<u8>, &str); 7] = [
+            ("intensities", None, p.clone(), "needs metadata `intensities`"),
+            ("intensities", Some("[\"P\",\"F\"]"), p.clone(), "names 2 templates but there are 5"),
+            ("intensities", Some("P,F"), p.clone(), "not a JSON list of strings"),
+            (
+                "intensities",
+                Some("[\"P\",\"P\",\"P\",\"P\",\"F\"]"),
+                p.clone(),
+                "two templates of MIDI pitch 60 at intensity P",
+            ),
+            ("intensities", Some("[\"P\",\"P\",\"\",\"P\",\"F\"]"), p.clone(), "must be 1 to 16 letters"),
+            ("intensities", Some("[\"P\",\"P\",\"F\",\"P\",\"F\"]"), vec![40, 61, 60, 61, 61], "non-decreasing"),
+            (
+                "format_version",
+                Some("3"),
+                p.clone(),
+                "format version 3 is not supported by this sscnmf (reads versions 1 to 2)",
+            ),
+        ];
+        for (key, value, pitches, needle) in cases {
+            let err = TemplateDictionary::from_bytes(&tampered(&d, key, value, &pitches)).unwrap_err().to_string();
+            assert!(err.contains(needle) && !err.contains('\n'), "{key}={value:?}: {err}");
+        }
+        // A version-1 file may not repeat a pitch, even with labels.
+        let err = TemplateDictionary::from_bytes(&tampered(&d, "format_version", Some("1"), &p)).unwrap_err();
+        assert!(err.to_string().contains("distinct MIDI numbers"), "{err}");
+    }
+
+    /// Metadata `key` of a safetensors file.
+    fn model_file_metadata(bytes: &[u8], key: &str) -> Option<String> {
+        let (_, header) = safetensors::SafeTensors::read_metadata(bytes).ok()?;
+        header.metadata().as_ref()?.get(key).cloned()
     }
 
     #[test]

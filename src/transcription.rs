@@ -20,6 +20,25 @@
 //!   ([`OnsetRegression`]); the activations read are the attack activations
 //!   `H^a = H ⊛ P`, as in Wu et al.'s "AD*" row.
 //!
+//! # Several templates per pitch
+//!
+//! A dictionary may hold one template per pitch and intensity
+//! ([`crate::templates`]). The regression then fits all K of them, and the
+//! K activation rows become one row per pitch before the onset rule: the
+//! row of pitch `p` is `h_p[t] = Σ_{q : pitch(q) = p} h_q[t]`
+//! ([`IntensityMerge::Sum`], the default: the model is additive, so the sum
+//! is the pitch's share of the spectrogram whichever template explains it)
+//! or their maximum ([`IntensityMerge::Max`]). Everything after — scaling,
+//! eq. 10, offsets, velocities, the calibration — reads the merged rows.
+//!
+//! The convolutive iterations' cost grows with the number of templates.
+//! [`IntensitySelection::Active`] keeps it near one template per pitch:
+//! after [`SELECTION_ITERATIONS`] NMF iterations on all templates, each
+//! chunk keeps, for each pitch, the templates whose total activation is at
+//! least a fraction of that pitch's most active template, and runs the
+//! paper's regression (initialisation and convolutive iterations) on those
+//! alone.
+//!
 //! # Level
 //!
 //! KL activations scale with the recording's level (twice as loud, twice the
@@ -177,6 +196,123 @@ impl Activations {
     pub fn max(&self) -> f64 {
         self.values.data.iter().copied().fold(0.0, f64::max)
     }
+}
+
+/// How the activation rows of a pitch's several templates become the
+/// pitch's one row (see the [module docs](self)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub enum IntensityMerge {
+    /// `h_p[t] = Σ_q h_q[t]` over the pitch's templates (default).
+    #[default]
+    Sum,
+    /// `h_p[t] = max_q h_q[t]`.
+    Max,
+}
+
+impl IntensityMerge {
+    /// The command-line name: `sum`, `max`.
+    pub fn name(self) -> &'static str {
+        match self {
+            IntensityMerge::Sum => "sum",
+            IntensityMerge::Max => "max",
+        }
+    }
+}
+
+impl std::str::FromStr for IntensityMerge {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "sum" => Ok(IntensityMerge::Sum),
+            "max" => Ok(IntensityMerge::Max),
+            _ => Err(Error::invalid_input(format!("unknown merge '{s}' (expected sum or max)"))),
+        }
+    }
+}
+
+/// Which of a pitch's several templates the convolutive iterations use
+/// (see the [module docs](self)).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum IntensitySelection {
+    /// All of them (default).
+    #[default]
+    All,
+    /// Per chunk, after an NMF initialisation on all templates: the
+    /// templates whose summed activation over the chunk is at least
+    /// `fraction` of the largest sum among the templates of the same pitch
+    /// (1: the most active template of each pitch alone).
+    Active {
+        /// In (0, 1].
+        fraction: f64,
+    },
+}
+
+impl std::str::FromStr for IntensitySelection {
+    type Err = Error;
+
+    /// `all`, or a fraction in (0, 1] for [`IntensitySelection::Active`].
+    fn from_str(s: &str) -> Result<Self> {
+        if s.trim().eq_ignore_ascii_case("all") {
+            return Ok(IntensitySelection::All);
+        }
+        match s.trim().parse::<f64>() {
+            Ok(fraction) if fraction > 0.0 && fraction <= 1.0 => Ok(IntensitySelection::Active { fraction }),
+            _ => {
+                Err(Error::invalid_input(format!("intensity selection '{s}': expected `all` or a fraction in (0, 1]")))
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for IntensitySelection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            IntensitySelection::All => f.write_str("all"),
+            IntensitySelection::Active { fraction } => write!(f, "{fraction}"),
+        }
+    }
+}
+
+/// The rows of `values` (K × N, row `q` of template pitch `pitches[q]`,
+/// non-decreasing) merged per pitch by `merge`: D × N for the D distinct
+/// pitches, in increasing order.
+pub fn merge_pitch_rows(values: &Matrix<f64>, pitches: &[u8], merge: IntensityMerge) -> (Matrix<f64>, Vec<u8>) {
+    let mut distinct = pitches.to_vec();
+    distinct.dedup();
+    let row_of: Vec<usize> = pitches.iter().map(|p| distinct.binary_search(p).expect("a distinct pitch")).collect();
+    let mut out: Matrix<f64> = Matrix::zeros(distinct.len(), values.cols);
+    for t in 0..values.cols {
+        for (q, &r) in row_of.iter().enumerate() {
+            let (v, o) = (values.get(q, t), out.get(r, t));
+            out.set(
+                r,
+                t,
+                match merge {
+                    IntensityMerge::Sum => o + v,
+                    IntensityMerge::Max => o.max(v),
+                },
+            );
+        }
+    }
+    (out, distinct)
+}
+
+/// The templates of each pitch that [`IntensitySelection::Active`] keeps:
+/// those whose row sum in `h` (K × N) is at least `fraction` of the largest
+/// row sum among the templates of the same pitch (`pitches`, one per row).
+/// Every pitch keeps at least one template.
+pub fn active_templates(h: &Matrix<f64>, pitches: &[u8], fraction: f64) -> Vec<usize> {
+    let totals: Vec<f64> = (0..h.rows).map(|q| (0..h.cols).map(|t| h.get(q, t)).sum()).collect();
+    let mut keep = Vec::new();
+    let mut start = 0;
+    while start < pitches.len() {
+        let end = (start..pitches.len()).find(|&q| pitches[q] != pitches[start]).unwrap_or(pitches.len());
+        let best = (start..end).fold(start, |b, q| if totals[q] > totals[b] { q } else { b });
+        keep.extend((start..end).filter(|&q| q == best || (totals[q] > 0.0 && totals[q] >= fraction * totals[best])));
+        start = end;
+    }
+    keep
 }
 
 /// Where a note ends (see the [module docs](self)).
@@ -516,7 +652,22 @@ pub struct Transcriber {
     /// its own copy of the learned templates (on its frames and context),
     /// so chunks stay independent and memory bounded.
     pub adaptation: Option<Adaptation>,
+    /// How a pitch's several templates' rows are merged (dictionaries with
+    /// several templates per pitch; default [`IntensityMerge::Sum`]).
+    pub merge: IntensityMerge,
+    /// Which of a pitch's several templates CNMF's convolutive iterations
+    /// use (default [`DEFAULT_INTENSITY_SELECTION`]).
+    pub selection: IntensitySelection,
 }
+
+/// NMF iterations (first slices, all templates) whose activations choose
+/// the templates of [`IntensitySelection::Active`]: the first 10 of the
+/// paper's 50 (with 50 the selection cost as much as the rest of the
+/// transcription; docs/results/dev/intensity-templates.md).
+pub const SELECTION_ITERATIONS: usize = 10;
+
+/// The default [`IntensitySelection`].
+pub const DEFAULT_INTENSITY_SELECTION: IntensitySelection = IntensitySelection::All;
 
 impl Transcriber {
     /// A transcriber with the paper's method (CNMF) and defaults for `dictionary`.
@@ -554,6 +705,8 @@ impl Transcriber {
             decode: DecodeOptions::default(),
             chunking: Chunking::default(),
             adaptation: None,
+            merge: IntensityMerge::default(),
+            selection: DEFAULT_INTENSITY_SELECTION,
         };
         if method == Method::Cnmf && DEFAULT_MAX_FREQUENCY < transcriber.dictionary.params.stft.nyquist() {
             transcriber.set_max_frequency(Some(DEFAULT_MAX_FREQUENCY))?;
@@ -623,7 +776,17 @@ impl Transcriber {
             }
             (Method::AttackDecay, None) => Err(Error::internal("attack/decay method without its model")),
             (Method::Nmf, _) => self.fit_templates_at(m, &templates.first_slices(), first),
-            (Method::Cnmf, _) => self.fit_templates_at(m, templates, first),
+            (Method::Cnmf, _) => match self.selection {
+                IntensitySelection::Active { fraction } if self.dictionary.has_several_per_pitch() => {
+                    if self.adaptation.is_some() {
+                        return Err(Error::invalid_input(
+                            "template adaptation with a selection of the intensity templates is not supported",
+                        ));
+                    }
+                    self.fit_active(m, first, fraction)
+                }
+                _ => self.fit_templates_at(m, templates, first),
+            },
         }
     }
 
@@ -640,6 +803,36 @@ impl Transcriber {
         }
     }
 
+    /// [`IntensitySelection::Active`]: [`SELECTION_ITERATIONS`] NMF
+    /// iterations on every template choose the templates
+    /// ([`active_templates`]); the regression on those gives their rows, the
+    /// others' stay zero (K × N).
+    fn fit_active(&self, m: &Matrix<f64>, first: usize, fraction: f64) -> Result<(Matrix<f64>, FitInfo)> {
+        let templates = &self.dictionary.templates;
+        let init = ConvolutiveRegression {
+            init_iterations: SELECTION_ITERATIONS.min(self.regression.init_iterations),
+            iterations: 0,
+            ..self.regression.clone()
+        };
+        let (h0, info0) = init.fit_at(m, templates, first)?;
+        let keep = active_templates(&h0, &self.dictionary.pitches, fraction);
+        let mut data = Vec::with_capacity(keep.len() * templates.tau * templates.n_bins);
+        for &q in &keep {
+            data.extend_from_slice(templates.template(q));
+        }
+        let kept = ConvTemplates::new(templates.n_bins, templates.tau, keep.len(), data)?;
+        let (h, mut info) = self.regression.fit_at(m, &kept, first)?;
+        let mut full = Matrix::zeros(templates.n_templates, h.cols);
+        for t in 0..h.cols {
+            for (row, &q) in keep.iter().enumerate() {
+                full.set(q, t, h.get(row, t));
+            }
+        }
+        info.init_seconds += info0.init_seconds + info0.iteration_seconds;
+        info.flops += info0.flops;
+        Ok((full, info))
+    }
+
     /// The activations of mono `samples` at the dictionary's sample rate
     /// (cut into chunks as [`chunking`](Self::chunking) says).
     pub fn activations(&self, samples: &[f32], start_seconds: f64) -> Result<Activations> {
@@ -653,13 +846,15 @@ impl Transcriber {
         Ok((self.activations_of(values, start_seconds), times))
     }
 
+    /// The activations of the fitted rows `values` (one per template),
+    /// merged per pitch when a pitch has several templates.
     fn activations_of(&self, values: Matrix<f64>, start_seconds: f64) -> Activations {
-        Activations {
-            values,
-            pitches: self.dictionary.pitches.clone(),
-            hop_seconds: self.dictionary.params.stft.hop_seconds(),
-            start_seconds,
-        }
+        let (values, pitches) = if self.dictionary.has_several_per_pitch() {
+            merge_pitch_rows(&values, &self.dictionary.pitches, self.merge)
+        } else {
+            (values, self.dictionary.pitches.clone())
+        };
+        Activations { values, pitches, hop_seconds: self.dictionary.params.stft.hop_seconds(), start_seconds }
     }
 
     /// Reads notes from activations fitted in `times`.
@@ -724,6 +919,7 @@ fn spectra_as_dictionary(model: &AttackDecayModel) -> Result<TemplateDictionary>
     Ok(TemplateDictionary {
         templates: ConvTemplates::new(p.n_bins, 2, p.n_notes, data)?,
         pitches: model.pitches.clone(),
+        intensities: Vec::new(),
         params: model.info.clone(),
         calibration: None,
     })
@@ -1060,6 +1256,89 @@ mod tests {
         let notes = d.detect(&a);
         assert_eq!(notes.len(), 2);
         assert!((notes[0].offset - notes[1].onset).abs() < 1e-12);
+    }
+
+    #[test]
+    fn several_templates_merge_into_one_row_per_pitch() {
+        // Templates of pitches 60, 60, 60, 64: the three rows of 60 become one.
+        let rows = [[1.0, 0.0, 2.0], [0.5, 3.0, 0.0], [0.0, 0.25, 1.0], [4.0, 0.0, 0.0]];
+        let mut values = Matrix::zeros(4, 3);
+        for (q, row) in rows.iter().enumerate() {
+            for (t, &v) in row.iter().enumerate() {
+                values.set(q, t, v);
+            }
+        }
+        let pitches = [60, 60, 60, 64];
+        let (sum, distinct) = merge_pitch_rows(&values, &pitches, IntensityMerge::Sum);
+        assert_eq!(distinct, vec![60, 64]);
+        assert_eq!((0..3).map(|t| sum.get(0, t)).collect::<Vec<_>>(), vec![1.5, 3.25, 3.0]);
+        assert_eq!((0..3).map(|t| sum.get(1, t)).collect::<Vec<_>>(), vec![4.0, 0.0, 0.0]);
+        let (max, _) = merge_pitch_rows(&values, &pitches, IntensityMerge::Max);
+        assert_eq!((0..3).map(|t| max.get(0, t)).collect::<Vec<_>>(), vec![1.0, 3.0, 2.0]);
+        // Row sums 3, 3.5, 1.25 for pitch 60: at 0.5 the first two stay, at 1 the second alone; 64 keeps its one.
+        assert_eq!(active_templates(&values, &pitches, 0.5), vec![0, 1, 3]);
+        assert_eq!(active_templates(&values, &pitches, 1.0), vec![1, 3]);
+        assert_eq!(active_templates(&values, &pitches, 0.3), vec![0, 1, 2, 3]);
+        // All zeros: each pitch keeps its first template.
+        assert_eq!(active_templates(&Matrix::zeros(4, 3), &pitches, 1.0), vec![0, 3]);
+        assert_eq!("sum".parse::<IntensityMerge>().unwrap(), IntensityMerge::Sum);
+        assert!("mean".parse::<IntensityMerge>().is_err());
+        assert_eq!("all".parse::<IntensitySelection>().unwrap(), IntensitySelection::All);
+        assert_eq!("0.2".parse::<IntensitySelection>().unwrap(), IntensitySelection::Active { fraction: 0.2 });
+        assert!("0".parse::<IntensitySelection>().is_err() && "1.5".parse::<IntensitySelection>().is_err());
+    }
+
+    #[test]
+    fn a_dictionary_of_intensities_transcribes_to_one_row_per_pitch() {
+        use crate::templates::{TemplateDictionary, TemplateParams};
+        let stft = crate::spectrogram::StftConfig { sample_rate: 8000, n_fft: 64, win_length: 32, hop_length: 16 };
+        // Pitch 0's templates: bins 4 and 8 (P) and bins 4, 8, 12 (F); pitch 1: bin 10.
+        let template = |bins: &[usize]| {
+            let mut t = vec![0.0f32; 33 * 2];
+            for &b in bins {
+                t[b] = 0.5;
+                t[33 + b] = 0.25;
+            }
+            let sum: f32 = t.iter().sum();
+            t.into_iter().map(|x| x / sum + 1e-4).collect::<Vec<f32>>()
+        };
+        let data = [template(&[4, 8]), template(&[4, 8, 12]), template(&[10])].concat();
+        let params = TemplateParams { stft, beta: 1.0, iterations: 1, tool_version: "t".into(), source: "unit".into() };
+        let d = TemplateDictionary {
+            templates: ConvTemplates::new(33, 2, 3, data).unwrap(),
+            pitches: vec![60, 60, 72],
+            intensities: vec!["P".into(), "F".into(), "M".into()],
+            params,
+            calibration: None,
+        };
+        let tone = |bins: &[usize], from: usize, n: usize| -> Vec<f32> {
+            (0..n)
+                .map(|i| {
+                    let t = i as f32 / 8000.0;
+                    bins.iter().map(|&b| (std::f32::consts::TAU * b as f32 * 125.0 * t).sin()).sum::<f32>()
+                        * if i >= from { 0.3 } else { 0.0 }
+                })
+                .collect()
+        };
+        let samples: Vec<f32> =
+            tone(&[4, 8, 12], 1600, 8000).iter().zip(tone(&[10], 4000, 8000)).map(|(a, b)| a + b).collect();
+        for (merge, selection) in [
+            (IntensityMerge::Sum, IntensitySelection::All),
+            (IntensityMerge::Max, IntensitySelection::All),
+            (IntensityMerge::Sum, IntensitySelection::Active { fraction: 1.0 }),
+        ] {
+            let mut t = Transcriber::new(d.clone()).unwrap();
+            t.merge = merge;
+            t.selection = selection;
+            let a = t.activations(&samples, 0.0).unwrap();
+            assert_eq!((a.pitches.clone(), a.values.rows), (vec![60, 72], 2), "{merge:?} {selection:?}");
+            // Each pitch's merged row is quiet before its tone starts (frames 20 and 50) and strong after.
+            let row_max =
+                |q: usize, frames: std::ops::Range<usize>| frames.map(|t| a.values.get(q, t)).fold(0.0, f64::max);
+            let (n, peak) = (a.values.cols, a.max());
+            assert!(row_max(0, 0..18) < 0.01 * peak && row_max(0, 22..n) > 0.3 * peak, "{merge:?} {selection:?}");
+            assert!(row_max(1, 0..48) < 0.01 * peak && row_max(1, 52..n) > 0.3 * peak, "{merge:?} {selection:?}");
+        }
     }
 
     #[test]

@@ -473,6 +473,85 @@ fn calibrated_templates_in_the_experiment_and_in_learn() {
     }
 }
 
+/// Issue 7 item 4: one template per pitch and intensity (M and F here), in
+/// the experiment (reported, cached under its own name, its merge and
+/// selection in the activations' key) and in `learn` / `transcribe`.
+#[test]
+fn several_intensities_in_the_experiment_and_in_learn() {
+    use sscnmf::transcription::{IntensityMerge, IntensitySelection};
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("maps");
+    write_calibratable_piano(&data);
+    let cache = root.path().join("cache");
+    let one = run(&config(&data, &cache, 2));
+    let two_cfg = ExperimentConfig { intensities: vec!["M".into(), "F".into()], ..config(&data, &cache, 2) };
+    let two = run(&two_cfg);
+    assert_eq!(one.intensities, None);
+    assert!(!one.to_markdown().contains("Templates: one template per pitch and intensity"));
+    let (c1, c2) = (&one.conditions[0], &two.conditions[0]);
+    assert_eq!((c1.templates.templates, c2.templates.templates), (3, 6));
+    let description = two.intensities.clone().unwrap();
+    assert!(description.contains("(M, F)") && description.contains("merged by sum"), "{description}");
+    assert!(two.to_markdown().contains(&format!("Templates: {description}.")));
+    let names: Vec<String> =
+        std::fs::read_dir(&cache).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert!(names.iter().any(|n| n.contains("-MF-tau10-") && n.ends_with(".templates")), "{names:?}");
+    // The same tones at two gains: the merged rows find the same notes as one template per pitch.
+    assert!(c2.calibrated && c2.default_rule.onset.precision >= 0.95, "{:?}", c2.default_rule);
+    assert!((c2.default_rule.onset.f_measure - c1.default_rule.onset.f_measure).abs() <= 0.1, "{c1:?} {c2:?}");
+    // The merge and the selection are part of the activations' key: changing them recomputes.
+    for (merge, selection) in [
+        (IntensityMerge::Max, IntensitySelection::All),
+        (IntensityMerge::Sum, IntensitySelection::Active { fraction: 1.0 }),
+    ] {
+        let cfg = ExperimentConfig { intensity_merge: merge, intensity_selection: selection, ..two_cfg.clone() };
+        let r = run(&cfg);
+        let c = &r.conditions[0];
+        assert!(c.templates.from_cache && c.songs.iter().all(|s| !s.from_cache));
+        assert!(c.global.f_measure >= c2.global.f_measure - 0.1, "{merge:?} {selection:?}: {:?}", c.global);
+        assert!(r.intensities.unwrap().contains(&format!("merged by {}", merge.name())));
+    }
+    assert!(run(&two_cfg).conditions[0].songs.iter().all(|s| s.from_cache));
+
+    // `learn --intensity M,F` writes 6 templates labelled by intensity; `transcribe` reads them.
+    let isol = data.join("PianoA/ISOL/NO");
+    let out = root.path().join("mf.templates");
+    let o = common::sscnmf(&["learn", isol.to_str().unwrap(), "-o", out.to_str().unwrap(), "--intensity", "M,F"]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success() && stderr.contains("wrote 6 templates for 3 pitches"), "{stderr}");
+    let d = sscnmf::templates::TemplateDictionary::load(&out).unwrap();
+    assert_eq!(d.pitches, vec![60, 60, 64, 64, 67, 67]);
+    assert_eq!(d.intensities, ["M", "F", "M", "F", "M", "F"]);
+    assert!(d.calibration.is_some());
+    let song = data.join("PianoA/MUS/MAPS_MUS-song0_PianoA.wav");
+    let midi = root.path().join("song.mid");
+    let o = common::sscnmf(&[
+        "transcribe",
+        song.to_str().unwrap(),
+        "--templates",
+        out.to_str().unwrap(),
+        "-o",
+        midi.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let notes = read_notes(&midi).unwrap();
+    let reference = song_notes(SONGS[0]);
+    assert!(evaluate(&reference, &notes, 0.05, 0.2).onset.f_measure >= 0.75, "{notes:?}");
+    // Several intensities need a MAPS folder.
+    let manifest = root.path().join("m.csv");
+    std::fs::write(&manifest, "path,midi\nmaps/PianoA/ISOL/NO/MAPS_ISOL_NO_M_S0_M60_PianoA.wav,60\n").unwrap();
+    let o = common::sscnmf(&[
+        "learn",
+        "--manifest",
+        manifest.to_str().unwrap(),
+        "-o",
+        root.path().join("x.templates").to_str().unwrap(),
+        "--intensity",
+        "M,F",
+    ]);
+    common::assert_input_error(&o, "several --intensity values need a MAPS folder");
+}
+
 /// Every file under `dir`, with its bytes.
 fn file_contents(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
     let mut out = Vec::new();

@@ -32,6 +32,19 @@ pub(super) struct ExperimentArgs {
     /// spectrogram, onset rule and δ grid. Example: --methods cnmf,nmf,attack-decay
     #[arg(long, value_delimiter = ',', default_value = "cnmf", value_name = "METHOD")]
     methods: Vec<Method>,
+    /// MAPS intensities to learn templates from, comma-separated: one (default M) gives one template
+    /// per pitch, as in the paper; several (e.g. P,M,F) one template per pitch and intensity, all
+    /// fitted, the rows of each pitch merged (cnmf and nmf; attack-decay keeps M).
+    #[arg(long, value_delimiter = ',', default_value = "M", value_name = "I")]
+    intensities: Vec<String>,
+    /// With several --intensities: how the rows of a pitch are merged, sum or max.
+    #[arg(long, default_value = "sum", value_name = "MERGE")]
+    intensity_merge: IntensityMerge,
+    /// With several --intensities: which templates cnmf's convolutive iterations use: `all`, or a
+    /// fraction f in (0, 1]: per chunk, after the NMF initialisation on all of them, each pitch's
+    /// templates whose summed activation is at least f of the pitch's most active one.
+    #[arg(long, default_value_t = DEFAULT_INTENSITY_SELECTION, value_name = "all|FRACTION")]
+    intensity_selection: IntensitySelection,
     /// δ grid as start:step:stop.
     #[arg(long, default_value = "0.01:0.01:0.40")]
     thresholds: String,
@@ -98,6 +111,9 @@ pub(super) fn experiment(a: ExperimentArgs) -> anyhow::Result<()> {
         jobs: a.jobs.map_or(0, |j| j as usize),
         methods: a.methods.clone(),
         adaptation: a.adapt.adaptation()?,
+        intensities: a.intensities.clone(),
+        intensity_merge: a.intensity_merge,
+        intensity_selection: a.intensity_selection,
     };
     let bar = progress(0, a.quiet, "experiment");
     let report = run_experiment(&config, |done, total, what| {

@@ -34,9 +34,11 @@ pub(super) struct LearnArgs {
     /// MIDI pitches to render, LOW-HIGH (with --soundfont).
     #[arg(long, default_value = "21-108", requires = "soundfont", value_name = "LOW-HIGH")]
     pitches: String,
-    /// MAPS intensity to use (P, M, F, ...); `any` accepts all.
-    #[arg(long, default_value = "M")]
-    intensity: String,
+    /// MAPS intensity to use (P, M, F, ...); `any` accepts all (one recording per pitch). Several,
+    /// comma-separated (e.g. P,M,F), learn one template per pitch and intensity; transcription fits
+    /// them all and merges each pitch's activations (cnmf only; not with --manifest).
+    #[arg(long, default_value = "M", value_delimiter = ',', alias = "intensities")]
+    intensity: Vec<String>,
     /// MAPS sustain-pedal variant to use (0 or 1); `any` accepts both.
     #[arg(long, default_value = "0")]
     sustain: String,
@@ -86,15 +88,22 @@ pub(super) fn learn(a: LearnArgs) -> anyhow::Result<()> {
     if let Some(sf2) = &a.soundfont {
         return learn_from_soundfont(&a, sf2);
     }
+    let several = a.intensity.len() > 1;
+    if several && (a.manifest.is_some() || a.method == Method::AttackDecay || a.intensity.iter().any(|i| i == "any")) {
+        bail!("several --intensity values need a MAPS folder, --method cnmf and no `any`");
+    }
+    let sustain = match a.sustain.as_str() {
+        "any" => None,
+        s => Some(s.parse::<u8>().context("--sustain must be 0, 1 or any")?),
+    };
     let notes = match (&a.manifest, &a.notes_dir) {
         (Some(m), _) => read_manifest(m)?,
         (None, Some(dir)) => {
-            let intensity = (a.intensity != "any").then_some(a.intensity.as_str());
-            let sustain = match a.sustain.as_str() {
-                "any" => None,
-                s => Some(s.parse::<u8>().context("--sustain must be 0, 1 or any")?),
-            };
-            discover_maps_notes(dir, intensity, sustain)?
+            let mut notes = Vec::new();
+            for intensity in &a.intensity {
+                notes.extend(discover_maps_notes(dir, (intensity != "any").then_some(intensity.as_str()), sustain)?);
+            }
+            notes
         }
         (None, None) => bail!("give a folder of isolated notes, --manifest or --soundfont"),
     };
@@ -118,7 +127,10 @@ pub(super) fn learn(a: LearnArgs) -> anyhow::Result<()> {
     }
     let learner = template_learner(&a, decode, source)?;
     let bar = progress(notes.len(), a.quiet, "learning");
-    let mut dictionary = learner.learn(&notes, |_| bar.inc(1))?;
+    let mut dictionary = match &a.notes_dir {
+        Some(dir) if several => learner.learn_maps_intensities(dir, &a.intensity, sustain, |_| bar.inc(1))?,
+        _ => learner.learn(&notes, |_| bar.inc(1))?,
+    };
     bar.finish_and_clear();
     match (&a.manifest, &a.notes_dir) {
         (None, Some(dir)) if !a.no_calibrate => {
@@ -224,8 +236,13 @@ fn save_and_report(a: &LearnArgs, dictionary: &TemplateDictionary) -> anyhow::Re
     dictionary.save(&a.output)?;
     let missing = dictionary.missing_pitches();
     if !a.quiet {
+        let per_pitch = if dictionary.intensities.is_empty() {
+            String::new()
+        } else {
+            format!(" for {} pitches", dictionary.distinct_pitches().len())
+        };
         eprintln!(
-            "wrote {} templates (MIDI {}..{}, tau {}) to {}",
+            "wrote {} templates{per_pitch} (MIDI {}..{}, tau {}) to {}",
             dictionary.pitches.len(),
             dictionary.pitches.first().unwrap(),
             dictionary.pitches.last().unwrap(),

@@ -16,7 +16,10 @@ use sscnmf::notes::{read_notes, write_notes, NoteFormat};
 use sscnmf::soundfont::{render_isolated_notes, IsolatedNoteTiming, LoadedSoundFont, Preset};
 use sscnmf::spectrogram::StftConfig;
 use sscnmf::templates::{discover_maps_notes, is_audio_file, read_manifest, TemplateDictionary, TemplateLearner};
-use sscnmf::transcription::{ActivationScale, Method, Model, OffsetRule, Transcriber, DEFAULT_THRESHOLD};
+use sscnmf::transcription::{
+    ActivationScale, IntensityMerge, IntensitySelection, Method, Model, OffsetRule, Transcriber,
+    DEFAULT_INTENSITY_SELECTION, DEFAULT_THRESHOLD,
+};
 use sscnmf::{Error, ErrorKind};
 
 #[derive(Parser, Debug)]
@@ -46,7 +49,8 @@ enum Command {
     /// Learn a template dictionary from recordings of isolated notes.
     #[command(after_help = "Examples:\n  sscnmf learn MAPS/ENSTDkCl/ISOL/NO -o enstdkcl.templates\n  \
 sscnmf learn my-notes/ --manifest my-notes/notes.csv -o mine.templates --tau 5\n  \
-sscnmf learn --soundfont /usr/share/sounds/sf2/FluidR3_GM.sf2 --program 0 -o fluid-gm.templates\n\n\
+sscnmf learn --soundfont /usr/share/sounds/sf2/FluidR3_GM.sf2 --program 0 -o fluid-gm.templates\n  \
+sscnmf learn MAPS/ENSTDkCl/ISOL/NO --intensity P,M,F -o enstdkcl-pmf.templates   # one template per note and intensity\n\n\
 The folder's files must follow MAPS's naming MAPS_ISOL_NO_<I>_S<s>_M<midi>_<piano>.<wav|flac|mp3|ogg> \
 (e.g. MAPS_ISOL_NO_M_S0_M60_ENSTDkCl.wav); with --manifest any names work. Each recording should hold one \
 note, struck once. With --soundfont, each pitch of --pitches is rendered alone from the SoundFont's preset \

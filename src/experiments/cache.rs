@@ -119,6 +119,25 @@ fn learn_or_load_model<M>(
 /// procedure recalibrates without relearning; notes without a `.mid`
 /// ground truth leave the templates uncalibrated.
 pub fn learn_or_load(piano: &Piano, tau: usize, cache: Option<&Path>) -> Result<LearnedTemplates> {
+    learn_or_load_intensities(piano, tau, &["M".to_string()], Transcriber::new, cache)
+}
+
+/// [`learn_or_load`] from the notes of each of `intensities` (MAPS labels):
+/// one template per pitch for one intensity (`["M"]` is
+/// [`learn_or_load`]), one per pitch and intensity for several
+/// ([`TemplateLearner::learn_maps_intensities`]); the cache file's name
+/// holds the intensities (`M`, `PMF`). The calibration runs on the
+/// transcriber `transcriber` makes of the (uncalibrated) dictionary: with
+/// several templates per pitch, its merge and selection shape the
+/// activations the rule is calibrated on, so they are part of the cached
+/// calibration's name.
+pub fn learn_or_load_intensities(
+    piano: &Piano,
+    tau: usize,
+    intensities: &[String],
+    transcriber: impl Fn(TemplateDictionary) -> Result<Transcriber>,
+    cache: Option<&Path>,
+) -> Result<LearnedTemplates> {
     let (isolated, source) = isolated_notes(piano)?;
     let learner = TemplateLearner {
         cnmf: RankOneCnmf { tau, ..Default::default() },
@@ -127,8 +146,9 @@ pub fn learn_or_load(piano: &Piano, tau: usize, cache: Option<&Path>) -> Result<
     };
     let cached = cache.map(|dir| {
         dir.join(format!(
-            "{}-{source:08x}-M-tau{}-it{}-beta{}-v{}.templates",
+            "{}-{source:08x}-{}-tau{}-it{}-beta{}-v{}.templates",
             piano.name,
+            intensities.concat(),
             tau,
             learner.cnmf.iterations,
             learner.cnmf.beta.value(),
@@ -139,10 +159,10 @@ pub fn learn_or_load(piano: &Piano, tau: usize, cache: Option<&Path>) -> Result<
         cached.clone(),
         TemplateDictionary::load,
         TemplateDictionary::save,
-        || learner.learn(&discover_maps_notes(isolated, Some("M"), Some(0))?, |_| {}),
+        || learner.learn_maps_intensities(isolated, intensities, Some(0), |_| {}),
         |d| d.pitches.len(),
     )?;
-    learned.model.calibration = calibrate_or_load(&learned.model, isolated, cached.as_deref())?;
+    learned.model.calibration = calibrate_or_load(&learned.model, isolated, cached.as_deref(), transcriber)?;
     Ok(learned)
 }
 
@@ -154,9 +174,18 @@ fn calibrate_or_load(
     dictionary: &TemplateDictionary,
     isolated: &Path,
     templates_file: Option<&Path>,
+    transcriber: impl Fn(TemplateDictionary) -> Result<Transcriber>,
 ) -> Result<Option<calibration::Calibration>> {
+    let plain = TemplateDictionary { calibration: None, ..dictionary.clone() };
+    // On all bins, whatever the run's frequency cut (`calibration::calibration_transcriber`).
+    let mut calibrating = transcriber(plain)?;
+    calibrating.set_max_frequency(None)?;
     let path = templates_file.map(|p| {
-        let digest = fnv1a(calibration::procedure_key().as_bytes(), FNV_OFFSET) as u32;
+        let mut key = calibration::procedure_key();
+        if dictionary.has_several_per_pitch() {
+            key.push_str(&format!(" merge={:?} selection={:?}", calibrating.merge, calibrating.selection));
+        }
+        let digest = fnv1a(key.as_bytes(), FNV_OFFSET) as u32;
         let mut name = p.file_name().unwrap_or_default().to_os_string();
         name.push(format!(".calibration-{digest:08x}.json"));
         p.with_file_name(name)
@@ -165,8 +194,7 @@ fn calibrate_or_load(
     if let Some(c) = stored.and_then(|json| calibration::Calibration::from_json(&json).ok()) {
         return Ok(Some(c));
     }
-    let plain = TemplateDictionary { calibration: None, ..dictionary.clone() };
-    match calibration::calibrate_on_folder(&calibration::calibration_transcriber(plain)?, isolated, 0) {
+    match calibration::calibrate_on_folder(&calibrating, isolated, 0) {
         Ok(c) => {
             if let Some(p) = &path {
                 crate::files::write_atomically(p, c.to_json().as_bytes())?;
@@ -238,8 +266,9 @@ fn model_digest(transcriber: &Transcriber) -> u64 {
 
 /// Everything that shapes a song's activations, as text: the audio file
 /// (path, size, modification time), the decoding, the method, its
-/// regression's settings, a digest of its model ([`model_digest`]) and the
-/// tool's version.
+/// regression's settings, a digest of its model ([`model_digest`]), the
+/// merge and selection of several templates per pitch (when the model has
+/// them) and the tool's version.
 fn activation_key(transcriber: &Transcriber, audio: &Path) -> Result<String> {
     let meta = std::fs::metadata(audio).map_err(|e| Error::io(audio, e))?;
     let modified = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
@@ -253,9 +282,14 @@ fn activation_key(transcriber: &Transcriber, audio: &Path) -> Result<String> {
         Some(a) => format!("{regression} adaptation={a:?}"),
         None => regression,
     };
+    let intensities = if transcriber.dictionary().has_several_per_pitch() {
+        format!(" merge={:?} selection={:?}", transcriber.merge, transcriber.selection)
+    } else {
+        String::new()
+    };
     Ok(format!(
         "audio={} size={} modified={:?} decode={:?} chunking={:?} method={method} regression={regression} stft={:?} \
-         model={:016x} version={}",
+         model={:016x}{intensities} version={}",
         audio.display(),
         meta.len(),
         modified,

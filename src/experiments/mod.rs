@@ -40,8 +40,8 @@ use std::time::Instant;
 use serde::Serialize;
 
 pub use cache::{
-    cached_activations, cores, learn_or_load, learn_or_load_attack_decay, LearnRecord, Learned, LearnedAttackDecay,
-    LearnedTemplates, SongActivations,
+    cached_activations, cores, learn_or_load, learn_or_load_attack_decay, learn_or_load_intensities, LearnRecord,
+    Learned, LearnedAttackDecay, LearnedTemplates, SongActivations,
 };
 pub use dataset::{dataset_layout, discover_maestro_dataset, discover_maps_dataset, DatasetLayout, Piano, Song};
 pub use report::CrossPianoTable;
@@ -52,7 +52,10 @@ use crate::evaluation::{
 };
 use crate::factorization::{Adaptation, Precision};
 use crate::notes::{read_notes, Note};
-use crate::transcription::{ActivationScale, Activations, Method, Model, OnsetDetector, Transcriber};
+use crate::transcription::{
+    ActivationScale, Activations, IntensityMerge, IntensitySelection, Method, Model, OnsetDetector, Transcriber,
+    DEFAULT_INTENSITY_SELECTION,
+};
 use crate::{Error, Result};
 
 /// A grid of thresholds `start:step:stop` (inclusive), or a comma list.
@@ -146,6 +149,16 @@ pub struct ExperimentConfig {
     /// Adapt the templates to each song ([`crate::factorization::adapt`];
     /// CNMF and NMF, not the attack/decay model). Default `None`.
     pub adaptation: Option<Adaptation>,
+    /// The MAPS intensities the templates are learned from (default `M`:
+    /// one template per pitch, the paper's); several (`P`, `M`, `F`) give
+    /// one template per pitch and intensity, their rows merged per pitch
+    /// (CNMF and NMF; the attack/decay model keeps intensity M).
+    pub intensities: Vec<String>,
+    /// How several templates' rows are merged (default sum).
+    pub intensity_merge: IntensityMerge,
+    /// Which of several templates CNMF's convolutive iterations use
+    /// (default [`DEFAULT_INTENSITY_SELECTION`]).
+    pub intensity_selection: IntensitySelection,
 }
 
 impl ExperimentConfig {
@@ -174,7 +187,35 @@ impl ExperimentConfig {
             jobs: 0,
             methods: vec![Method::Cnmf],
             adaptation: None,
+            intensities: vec!["M".to_string()],
+            intensity_merge: IntensityMerge::Sum,
+            intensity_selection: DEFAULT_INTENSITY_SELECTION,
         }
+    }
+
+    /// Whether the templates have several intensities (the report says so).
+    pub fn several_intensities(&self) -> bool {
+        self.intensities.len() > 1
+    }
+
+    /// [`intensities`](Self::intensities) and their merge and selection, in
+    /// words, when there are several (`None` for one intensity).
+    pub fn intensities_description(&self) -> Option<String> {
+        self.several_intensities().then(|| {
+            let selection = match self.intensity_selection {
+                IntensitySelection::All => "all templates in the convolutive iterations".to_string(),
+                IntensitySelection::Active { fraction } => format!(
+                    "per chunk, after {} NMF iterations on all templates, the paper's regression on the templates \
+                     of each pitch whose summed activation is at least {fraction} of the pitch's most active one",
+                    crate::transcription::SELECTION_ITERATIONS
+                ),
+            };
+            format!(
+                "one template per pitch and intensity ({}), the activation rows of a pitch merged by {}; {selection}",
+                self.intensities.join(", "),
+                self.intensity_merge.name()
+            )
+        })
     }
 
     /// [`methods`](Self::methods) without repeats, in the order given;
@@ -419,6 +460,10 @@ pub struct Report {
     pub jobs: usize,
     /// Wall seconds of the whole run.
     pub wall_seconds: f64,
+    /// With several intensities ([`ExperimentConfig::intensities`]): the
+    /// templates, merge and selection in words (`None`: one template per
+    /// pitch, intensity M).
+    pub intensities: Option<String>,
     /// Per condition.
     pub conditions: Vec<Condition>,
     /// The template adaptation, when it was on (CNMF and NMF).
@@ -748,6 +793,8 @@ pub fn run_experiment(config: &ExperimentConfig, progress: impl Fn(usize, usize,
         if method != Method::AttackDecay {
             transcriber.adaptation = config.adaptation;
         }
+        transcriber.merge = config.intensity_merge;
+        transcriber.selection = config.intensity_selection;
         transcriber.decode = DecodeOptions { duration_seconds: Some(config.duration_seconds), ..Default::default() };
         let exact = (config.compare_exact && method != Method::AttackDecay).then(|| {
             let mut exact = transcriber.clone();
@@ -794,7 +841,13 @@ pub fn run_experiment(config: &ExperimentConfig, progress: impl Fn(usize, usize,
         for &tau in &config.taus {
             for train in &trains {
                 let (model, record) = learning(format!("{} τ={tau}", train.name), &|| {
-                    let learned = learn_or_load(train, tau, config.cache.as_deref())?;
+                    let transcriber = |d| {
+                        let mut t = Transcriber::new(d)?;
+                        (t.merge, t.selection) = (config.intensity_merge, config.intensity_selection);
+                        Ok(t)
+                    };
+                    let cache = config.cache.as_deref();
+                    let learned = learn_or_load_intensities(train, tau, &config.intensities, transcriber, cache)?;
                     Ok((Model::Templates(learned.model), learned.record))
                 })?;
                 for &method in &template_methods {
@@ -827,6 +880,7 @@ pub fn run_experiment(config: &ExperimentConfig, progress: impl Fn(usize, usize,
         cores: cores(),
         jobs,
         wall_seconds: started.elapsed().as_secs_f64(),
+        intensities: config.intensities_description(),
         conditions,
         adaptation: config.adaptation,
     })

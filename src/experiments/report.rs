@@ -186,6 +186,9 @@ impl Report {
                 a.rounds, a.strength
             );
         }
+        if let Some(intensities) = &self.intensities {
+            let _ = write!(s, "Templates: {intensities}.\n\n");
+        }
         self.methods_paragraph(&mut s);
         self.table_1(&mut s);
         self.default_rule_table(&mut s);

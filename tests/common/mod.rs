@@ -174,6 +174,7 @@ pub fn tiny_dictionary() -> sscnmf::templates::TemplateDictionary {
     TemplateDictionary {
         templates: ConvTemplates::new(9, 2, 2, data).unwrap(),
         pitches: vec![60, 64],
+        intensities: Vec::new(),
         params: TemplateParams { stft, beta: 1.0, iterations: 1, tool_version: "test".into(), source: "test".into() },
         calibration: None,
     }
