@@ -119,7 +119,7 @@ fn learn_or_load_model<M>(
 /// procedure recalibrates without relearning; notes without a `.mid`
 /// ground truth leave the templates uncalibrated.
 pub fn learn_or_load(piano: &Piano, tau: usize, cache: Option<&Path>) -> Result<LearnedTemplates> {
-    learn_or_load_intensities(piano, tau, &["M".to_string()], Transcriber::new, cache)
+    learn_or_load_intensities(piano, tau, &["M".to_string()], calibration::calibration_transcriber, cache)
 }
 
 /// [`learn_or_load`] from the notes of each of `intensities` (MAPS labels):
@@ -130,7 +130,8 @@ pub fn learn_or_load(piano: &Piano, tau: usize, cache: Option<&Path>) -> Result<
 /// transcriber `transcriber` makes of the (uncalibrated) dictionary: with
 /// several templates per pitch, its merge and selection shape the
 /// activations the rule is calibrated on, so they are part of the cached
-/// calibration's name.
+/// calibration's name. `transcriber` gives the calibration's frequency
+/// range too: [`calibration::calibration_transcriber`]'s all bins.
 pub fn learn_or_load_intensities(
     piano: &Piano,
     tau: usize,
@@ -177,9 +178,7 @@ fn calibrate_or_load(
     transcriber: impl Fn(TemplateDictionary) -> Result<Transcriber>,
 ) -> Result<Option<calibration::Calibration>> {
     let plain = TemplateDictionary { calibration: None, ..dictionary.clone() };
-    // On all bins, whatever the run's frequency cut (`calibration::calibration_transcriber`).
-    let mut calibrating = transcriber(plain)?;
-    calibrating.set_max_frequency(None)?;
+    let calibrating = transcriber(plain)?;
     let path = templates_file.map(|p| {
         let mut key = calibration::procedure_key();
         if dictionary.has_several_per_pitch() {

@@ -842,7 +842,7 @@ pub fn run_experiment(config: &ExperimentConfig, progress: impl Fn(usize, usize,
             for train in &trains {
                 let (model, record) = learning(format!("{} τ={tau}", train.name), &|| {
                     let transcriber = |d| {
-                        let mut t = Transcriber::new(d)?;
+                        let mut t = crate::calibration::calibration_transcriber(d)?;
                         (t.merge, t.selection) = (config.intensity_merge, config.intensity_selection);
                         Ok(t)
                     };
