@@ -134,14 +134,13 @@ pub struct SparseSettings {
     /// single-slice model explains the music differently from the
     /// convolutive one, and some activations it nearly zeroes grow again in
     /// the convolutive iterations (at 1e-5 here, twice as many notes differ
-    /// from the reference path; with the convolutive pruning on, 1e-6, 1e-7
-    /// and 1e-8 give the same notes). Its iterations cost a tenth of a
-    /// convolutive one, and the convolutive iterations start from a better
-    /// state, so the total time is the same. Even tiny thresholds move notes
-    /// once nothing else does: with no other pruning, 1e-9 here leaves 19
-    /// notes of 2 791 on one path only (FluidR3), 0 leaves 8; and 0 with the
-    /// default convolutive pruning halves the notes on one path only for 43 %
-    /// more work (BENCHMARKS.md, "Fidelity to the reference path").
+    /// from the reference path than at 1e-6, at all bins). Its iterations
+    /// cost a tenth of a convolutive one. At the default frequency cut lower
+    /// thresholds keep moving notes closer (36 dev songs, notes on one path
+    /// only: 319 at 1e-6, 191 at 1e-8, for 13-15 % more work), and even tiny
+    /// ones move notes once nothing else does: with no other pruning, 1e-9
+    /// here leaves 19 notes of 2 791 on one path only (FluidR3), 0 leaves 8
+    /// (BENCHMARKS.md, "Fidelity to the reference path").
     pub init_prune: f64,
     /// Convolutive iterations before the first pruning. Default 20: later
     /// pruning keeps the notes closer to the reference path's (on the 36 dev
@@ -156,10 +155,12 @@ pub struct SparseSettings {
 impl SparseSettings {
     /// The sparse iterations without any approximation: nothing pruned
     /// (activations leave only below the activation floor), none dormant,
-    /// all in the model. The same updates as the dense f32 products; on the
-    /// dev songs the notes closest to the reference path's (FluidR3: 5 of 12
-    /// songs identical, 10 of 12 with the same pitches and onsets) for 4.5x
-    /// the default's work (BENCHMARKS.md, "Fidelity to the reference path").
+    /// all in the model. The same updates as the dense f32 products: with
+    /// the extrapolation, on the 36 dev songs, 10 note lists identical to the
+    /// reference path's and 30 with the same pitches and onsets, for 4.5x the
+    /// default's work; without it ([`FastSettings::extrapolate`] false) all
+    /// 12 FluidR3 songs identical, for 8.7x (BENCHMARKS.md, "Fidelity to the
+    /// reference path").
     pub fn unpruned() -> Self {
         SparseSettings { prune: 0.0, dormant: 0.0, model_threshold: 0.0, init_prune: 0.0, ..Default::default() }
     }
