@@ -134,10 +134,13 @@ pub struct SparseSettings {
     /// single-slice model explains the music differently from the
     /// convolutive one, and some activations it nearly zeroes grow again in
     /// the convolutive iterations (at 1e-5 here, twice as many notes differ
-    /// from the reference path; 1e-6, 1e-7 and 1e-8 give the same notes;
-    /// BENCHMARKS.md). Its iterations cost a tenth of a convolutive one, and
-    /// the convolutive iterations start from a better state, so the total
-    /// time is the same.
+    /// from the reference path than at 1e-6, at all bins). Its iterations
+    /// cost a tenth of a convolutive one. At the default frequency cut lower
+    /// thresholds keep moving notes closer (36 dev songs, notes on one path
+    /// only: 319 at 1e-6, 191 at 1e-8, for 13-15 % more work), and even tiny
+    /// ones move notes once nothing else does: with no other pruning, 1e-9
+    /// here leaves 19 notes of 2 791 on one path only (FluidR3), 0 leaves 8
+    /// (BENCHMARKS.md, "Fidelity to the reference path").
     pub init_prune: f64,
     /// Convolutive iterations before the first pruning. Default 20: later
     /// pruning keeps the notes closer to the reference path's (on the 36 dev
@@ -147,6 +150,20 @@ pub struct SparseSettings {
     /// costs about 25 % more time at full band and no measurable time at the
     /// default cut (1.19-1.35 s against 1.23-1.44 s per 30 s).
     pub prune_after: usize,
+}
+
+impl SparseSettings {
+    /// The sparse iterations without any approximation: nothing pruned
+    /// (activations leave only below the activation floor), none dormant,
+    /// all in the model. The same updates as the dense f32 products: with
+    /// the extrapolation, on the 36 dev songs, 10 note lists identical to the
+    /// reference path's and 30 with the same pitches and onsets, for 4.5x the
+    /// default's work; without it ([`FastSettings::extrapolate`] false) all
+    /// 12 FluidR3 songs identical, for 8.7x (BENCHMARKS.md, "Fidelity to the
+    /// reference path").
+    pub fn unpruned() -> Self {
+        SparseSettings { prune: 0.0, dormant: 0.0, model_threshold: 0.0, init_prune: 0.0, ..Default::default() }
+    }
 }
 
 impl Default for SparseSettings {
@@ -566,6 +583,26 @@ mod tests {
             let worst = h.data.iter().zip(&hx.data).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
             assert!(worst <= tolerance * scale, "{fast:?}: {worst} > {tolerance} × {scale}");
         }
+    }
+
+    /// Without pruning or dormant activations the sparse iterations are the
+    /// dense f32 ones (the same updates, summed in another order): they agree
+    /// to f32 round-off, far closer than either to the exact path.
+    #[test]
+    fn unpruned_sparse_iterations_are_the_dense_ones() {
+        let (m, w) = seeded_problem(131, 4, 7, 203);
+        let fit = |sparse: Option<SparseSettings>| {
+            let reg =
+                ConvolutiveRegression { fast: FastSettings { sparse, ..Default::default() }, ..Default::default() };
+            reg.fit(&m, &w).unwrap().0
+        };
+        let (dense, sparse) = (fit(None), fit(Some(SparseSettings::unpruned())));
+        let scale = dense.data.iter().copied().fold(0.0, f64::max);
+        let worst = sparse.data.iter().zip(&dense.data).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+        assert!(worst <= 1e-4 * scale, "unpruned sparse vs dense f32: {worst} > 1e-4 × {scale}");
+        let pruned = fit(Some(SparseSettings::default()));
+        let pruned_worst = pruned.data.iter().zip(&dense.data).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+        assert!(worst < pruned_worst, "pruning changes nothing here: {worst} vs {pruned_worst}");
     }
 
     /// Work is cut in fixed blocks, so one thread or two give the same bits.
