@@ -58,6 +58,31 @@
 //! leaves the model unchanged and the activations on the learned templates'
 //! scale (so the calibrated decision rule still applies).
 //!
+//! # Refit and the first pass
+//!
+//! Two options change what surrounds the rounds (both measured in
+//! docs/results/dev/adaptation-refit.md):
+//!
+//! - [`Adaptation::refit`]: after the rounds, `H` is fitted again by the
+//!   whole regression (its seeded initial activations, its NMF and CNMF
+//!   iterations) on the adapted templates `W`, which stay fixed. The H the
+//!   rounds end with still carries the first pass's errors (a note explained
+//!   by its lower octave's template keeps that activation, and that template
+//!   adapts to explain it); the regression, convex in H for fixed `W`,
+//!   finds the activations of the adapted templates afresh. It is the
+//!   minimum of `D_KL(M | M̂(W, H))` over H for the final `W`, so the
+//!   penalised objective is no larger than after the rounds, up to the
+//!   regression's convergence.
+//! - [`Adaptation::dense_first_pass`]: the first pass on the fast path
+//!   without the sparse iterations (dense f32 products, all activations
+//!   updated, none pruned). The sparse iterations drop, from the 20th
+//!   iteration on, activations below 10⁻⁵ of their local level, for good (a
+//!   multiplicative update keeps a zero at zero). With a piano's own
+//!   templates this changes almost nothing; with another piano's, notes
+//!   whose templates fit badly are small early on, get pruned, and cannot
+//!   come back in the rounds or the onset rule. The rounds and the refit
+//!   then run on the sparse path from the converged dense activations.
+//!
 //! # Paths
 //!
 //! The fast path ([`Adaptation::run_fast`]) runs in f32 on the sparse
