@@ -17,7 +17,11 @@ fn stderr(o: &Output) -> String {
 fn help_shows_the_switch_with_an_example() {
     let help = String::from_utf8_lossy(&common::sscnmf(&["transcribe", "--help"]).stdout).into_owned();
     assert!(
-        help.contains("--adapt ") && help.contains("--adapt-rounds") && help.contains("--adapt-strength"),
+        help.contains("--adapt ")
+            && help.contains("--adapt-rounds")
+            && help.contains("--adapt-strength")
+            && help.contains("--adapt-refit")
+            && help.contains("--adapt-dense-first-pass"),
         "{help}"
     );
     assert!(help.contains("--templates other-piano.templates --adapt"), "{help}");
@@ -38,8 +42,12 @@ fn transcribe_adapts_and_refuses_what_it_cannot_do() {
     let o = with(&["--adapt", "--adapt-rounds", "3", "--adapt-strength", "0.5"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(d.join("tone.mid").is_file());
+    let o = with(&["--adapt", "--adapt-rounds", "3", "--adapt-refit", "--adapt-dense-first-pass"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     // The settings need the switch; a negative strength is bad input.
     assert_eq!(with(&["--adapt-rounds", "3"]).status.code(), Some(2));
+    assert_eq!(with(&["--adapt-refit"]).status.code(), Some(2));
+    assert_eq!(with(&["--adapt-dense-first-pass"]).status.code(), Some(2));
     common::assert_input_error(&with(&["--adapt", "--adapt-strength=-1"]), "strength");
 }
 
@@ -57,14 +65,14 @@ fn long_recordings_adapt_chunk_by_chunk() {
     fixed.chunking.context_frames = 50;
     let h = fixed.activations(&samples, 0.0).unwrap().values;
     let mut adapted = fixed.clone();
-    adapted.adaptation = Some(Adaptation { rounds: 5, strength: 0.1 });
+    adapted.adaptation = Some(Adaptation { rounds: 5, strength: 0.1, ..Adaptation::default() });
     let ha = adapted.activations(&samples, 0.0).unwrap().values;
     assert_eq!((ha.rows, ha.cols), (h.rows, h.cols));
     assert!(h.cols > 2 * 700, "{} frames: more than two chunks", h.cols);
     let diff = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
     let top = h.data.iter().copied().fold(0.0, f64::max);
     assert!(diff(&ha.data, &h.data) > 1e-3 * top, "adaptation changed nothing");
-    adapted.adaptation = Some(Adaptation { rounds: 5, strength: 1e9 });
+    adapted.adaptation = Some(Adaptation { rounds: 5, strength: 1e9, ..Adaptation::default() });
     let held = adapted.activations(&samples, 0.0).unwrap().values;
     assert!(diff(&held.data, &h.data) < 0.05 * top, "{} vs {top}", diff(&held.data, &h.data));
 }

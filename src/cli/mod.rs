@@ -366,6 +366,14 @@ struct AdaptArgs {
     /// (0: free updates; large: the learned templates).
     #[arg(long, requires = "adapt", value_name = "WEIGHT", default_value_t = sscnmf::factorization::adapt::DEFAULT_STRENGTH)]
     adapt_strength: f64,
+    /// After adapting, fit the activations again from scratch on the adapted templates (the regression's
+    /// iterations once more).
+    #[arg(long, requires = "adapt")]
+    adapt_refit: bool,
+    /// The first fit (on the learned templates) without pruning small activations (dense f32 products on
+    /// the fast path; slower).
+    #[arg(long, requires = "adapt")]
+    adapt_dense_first_pass: bool,
 }
 
 impl AdaptArgs {
@@ -374,7 +382,12 @@ impl AdaptArgs {
         if !self.adapt {
             return Ok(None);
         }
-        let a = sscnmf::factorization::Adaptation { rounds: self.adapt_rounds, strength: self.adapt_strength };
+        let a = sscnmf::factorization::Adaptation {
+            rounds: self.adapt_rounds,
+            strength: self.adapt_strength,
+            refit: self.adapt_refit,
+            dense_first_pass: self.adapt_dense_first_pass,
+        };
         a.validate()?;
         Ok(Some(a))
     }

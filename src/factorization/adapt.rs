@@ -58,6 +58,31 @@
 //! leaves the model unchanged and the activations on the learned templates'
 //! scale (so the calibrated decision rule still applies).
 //!
+//! # Refit and the first pass
+//!
+//! Two options change what surrounds the rounds (both measured in
+//! docs/results/dev/adaptation-refit.md):
+//!
+//! - [`Adaptation::refit`]: after the rounds, `H` is fitted again by the
+//!   whole regression (its seeded initial activations, its NMF and CNMF
+//!   iterations) on the adapted templates `W`, which stay fixed. The H the
+//!   rounds end with still carries the first pass's errors (a note explained
+//!   by its lower octave's template keeps that activation, and that template
+//!   adapts to explain it); the regression, convex in H for fixed `W`,
+//!   finds the activations of the adapted templates afresh. It is the
+//!   minimum of `D_KL(M | M̂(W, H))` over H for the final `W`, so the
+//!   penalised objective is no larger than after the rounds, up to the
+//!   regression's convergence.
+//! - [`Adaptation::dense_first_pass`]: the first pass on the fast path
+//!   without the sparse iterations (dense f32 products, all activations
+//!   updated, none pruned). The sparse iterations drop, from the 20th
+//!   iteration on, activations below 10⁻⁵ of their local level, for good (a
+//!   multiplicative update keeps a zero at zero). With a piano's own
+//!   templates this changes almost nothing; with another piano's, notes
+//!   whose templates fit badly are small early on, get pruned, and cannot
+//!   come back in the rounds or the onset rule. The rounds and the refit
+//!   then run on the sparse path from the converged dense activations.
+//!
 //! # Paths
 //!
 //! The fast path ([`Adaptation::run_fast`]) runs in f32 on the sparse
@@ -69,7 +94,7 @@
 
 use rayon::prelude::*;
 
-use super::kernels::{CnmfKernel, ACTIVATION_FLOOR, FRAME_BLOCK, TEMPLATE_FLOOR};
+use super::kernels::{CnmfKernel, Real, ACTIVATION_FLOOR, FRAME_BLOCK, TEMPLATE_FLOOR};
 use super::regression::{floor_silent_frames, ConvolutiveRegression, FitInfo, Precision};
 use super::sparse::{SparseActivations, SparseCnmf, Step};
 use super::{reference, Beta, ConvTemplates, Matrix, MODEL_FLOOR};
@@ -85,6 +110,17 @@ pub struct Adaptation {
     /// The prior's weight λ relative to the mean total activation of a
     /// template (`λ = strength · Σ H / K`). Default [`DEFAULT_STRENGTH`].
     pub strength: f64,
+    /// After the rounds, fit the activations again from the regression's
+    /// initial state on the adapted templates (the regression's iterations
+    /// once more). Default false.
+    pub refit: bool,
+    /// On the fast path, the first pass without the sparse iterations'
+    /// pruning (dense f32 products, all its iterations): an activation
+    /// pruned to zero stays zero, and with another piano's templates the
+    /// sparse path prunes notes that the dense iterations would bring back.
+    /// The rounds and the refit run on the sparse activations left once the
+    /// first pass has converged. Default false.
+    pub dense_first_pass: bool,
 }
 
 /// The default [`Adaptation::rounds`]: chosen on the first 4 dev songs of
@@ -103,7 +139,7 @@ pub const DEFAULT_STRENGTH: f64 = 1.0;
 
 impl Default for Adaptation {
     fn default() -> Self {
-        Adaptation { rounds: DEFAULT_ROUNDS, strength: DEFAULT_STRENGTH }
+        Adaptation { rounds: DEFAULT_ROUNDS, strength: DEFAULT_STRENGTH, refit: false, dense_first_pass: false }
     }
 }
 
@@ -148,6 +184,18 @@ impl Adaptation {
         templates: &ConvTemplates<f32>,
         first_frame: usize,
     ) -> Result<(Matrix<f64>, FitInfo)> {
+        self.adapted_at(regression, spectrogram, templates, first_frame).map(|(_, h, info)| (h, info))
+    }
+
+    /// [`fit_at`](Self::fit_at), also returning the adapted templates (on
+    /// the bins fitted, at their learned norms).
+    pub fn adapted_at(
+        &self,
+        regression: &ConvolutiveRegression,
+        spectrogram: &Matrix<f64>,
+        templates: &ConvTemplates<f32>,
+        first_frame: usize,
+    ) -> Result<(ConvTemplates<f32>, Matrix<f64>, FitInfo)> {
         self.validate()?;
         if !regression.beta.is_kl() {
             return Err(Error::invalid_input("template adaptation needs the KL divergence (beta 1)"));
@@ -157,26 +205,37 @@ impl Adaptation {
         let cut = regression.lowest_bins(spectrogram, templates)?;
         let (spectrogram, templates) = cut.as_ref().map_or((spectrogram, templates), |(m, w)| (m, w));
         let regression = &ConvolutiveRegression { max_bins: None, ..regression.clone() };
-        let (h, mut info) = regression.fit_at(spectrogram, templates, first_frame)?;
+        let mut first_pass = regression.clone();
+        if self.dense_first_pass {
+            first_pass.fast.sparse = None;
+        }
+        let (h, mut info) = first_pass.fit_at(spectrogram, templates, first_frame)?;
         let mut m = spectrogram.clone();
         floor_silent_frames(&mut m, regression.silence_floor);
-        let (h, adapt) = match regression.precision {
+        let (w, h, adapt) = match regression.precision {
             Precision::Exact => {
-                let (_, h, adapt) = self.run_exact(&m, &templates.map(|x| x as f64), h);
-                (h, adapt)
+                let (w, h, adapt) = self.run_exact(&m, &templates.map(|x| x as f64), h);
+                (w.map(|x| x as f32), h, adapt)
             }
             Precision::Fast => {
                 let prune = regression.fast.sparse.as_ref().map_or(0.0, |s| s.prune) as f32;
-                let (_, h, adapt) = self.run_fast(&m.map(|x| x as f32), templates, h.map(|x| x as f32), prune);
-                (h.map(|x| x as f64), adapt)
+                let (w, h, adapt) = self.run_fast(&m.map(|x| x as f32), templates, h.map(|x| x as f32), prune);
+                (w, h.map(|x| x as f64), adapt)
             }
         };
-        if h.data.iter().any(|x| !x.is_finite()) {
+        if h.data.iter().any(|x| !x.is_finite()) || w.data.iter().any(|x| !x.is_finite()) {
             return Err(Error::internal("the adapted activations became non-finite"));
         }
         info.iteration_seconds += adapt.seconds;
         info.flops += adapt.flops;
-        Ok((h, info))
+        if !self.refit {
+            return Ok((w, h, info));
+        }
+        let (h, again) = regression.fit_at(spectrogram, &w, first_frame)?;
+        info.init_seconds += again.init_seconds;
+        info.iteration_seconds += again.iteration_seconds;
+        info.flops += again.flops;
+        Ok((w, h, info))
     }
 
     /// The rounds in f32 on sparse activations, from the first pass's `h`;
@@ -192,16 +251,18 @@ impl Adaptation {
     ) -> (ConvTemplates<f32>, Matrix<f32>, AdaptInfo) {
         let started = std::time::Instant::now();
         let mut sh = SparseActivations::from_dense(&h);
-        let lambda = self.lambda(&sh.values, w0.n_templates);
-        let mut info = AdaptInfo { lambda, ..AdaptInfo::default() };
-        let mut w = w0.clone();
+        let mut info = AdaptInfo::default();
         let packed = SparseCnmf::new(w0).pack(m);
         let (f_len, tau) = (w0.n_bins as f64, w0.tau as f64);
+        let step = Step { prune, ..Step::default() };
+        let lambda = self.lambda(&sh.values, w0.n_templates);
+        info.lambda = lambda;
+        let mut w = w0.clone();
         for _ in 0..self.rounds {
             info.flops += 4.0 * f_len * tau * sh.nnz() as f64;
-            w = sparse_template_update(m, &w, w0, &sh, lambda);
-            let stats = SparseCnmf::new(&w).step(&packed, &mut sh, &Step { prune, ..Step::default() });
-            info.flops += stats.flops;
+            let (wnum, den) = sparse_numerators(m, &w, &sh);
+            w = penalised_update(&w, w0, &wnum, &den, lambda);
+            info.flops += SparseCnmf::new(&w).step(&packed, &mut sh, &step).flops;
         }
         let mut h = sh.to_dense();
         restore_norms(&mut w, w0, &mut h);
@@ -214,28 +275,31 @@ impl Adaptation {
         &self,
         m: &Matrix<f64>,
         w0: &ConvTemplates<f64>,
-        mut h: Matrix<f64>,
+        h: Matrix<f64>,
     ) -> (ConvTemplates<f64>, Matrix<f64>, AdaptInfo) {
+        self.run_dense(m, w0, h)
+    }
+
+    /// The rounds with the dense kernels (f64: the exact path; f32: the fast
+    /// path without pruning), from the first pass's `h`.
+    fn run_dense<T: Real>(
+        &self,
+        m: &Matrix<T>,
+        w0: &ConvTemplates<T>,
+        mut h: Matrix<T>,
+    ) -> (ConvTemplates<T>, Matrix<T>, AdaptInfo) {
         let started = std::time::Instant::now();
-        let lambda = self.lambda(&h.data, w0.n_templates);
-        let mut info = AdaptInfo { lambda, ..AdaptInfo::default() };
-        let mut w = w0.clone();
+        let mut info = AdaptInfo::default();
         let (f_len, n, k, tau) = (w0.n_bins as f64, m.cols as f64, w0.n_templates as f64, w0.tau as f64);
+        let round_flops = 4.0 * 2.0 * f_len * n * k * tau;
+        let lambda = self.lambda(&h.data, w0.n_templates);
+        info.lambda = lambda;
+        let mut w = w0.clone();
         for _ in 0..self.rounds {
-            // The kernel's plain update is W̃·Num/Den; the penalised one is
-            // (W̃·Num + λ·W0)/(Den + λ) = (plain·Den + λ·W0)/(Den + λ).
-            let mut kernel = CnmfKernel::new(w.clone());
-            kernel.update_templates(m, &h, Beta::KL);
-            let plain = kernel.into_templates();
-            let den = shifted_sums(&h, w0.tau);
-            for (j, &d) in den.iter().enumerate() {
-                let range = j * w0.n_bins..(j + 1) * w0.n_bins;
-                for idx in range {
-                    w.data[idx] = penalised(plain.data[idx] * d, w.data[idx], w0.data[idx], d, lambda);
-                }
-            }
+            let (wnum, den) = dense_numerators(m, &w, &h);
+            w = penalised_update(&w, w0, &wnum, &den, lambda);
             CnmfKernel::new(w.clone()).update_activations(m, &mut h, Beta::KL, false);
-            info.flops += 4.0 * 2.0 * f_len * n * k * tau;
+            info.flops += round_flops;
         }
         restore_norms(&mut w, w0, &mut h);
         info.seconds = started.elapsed().as_secs_f64();
@@ -243,11 +307,27 @@ impl Adaptation {
     }
 }
 
+/// The penalised update of every template entry,
+/// `(W̃·Num + λ·W0)/(Den + λ)`, from `wnum = W̃·Num` (F × τ × K, laid out
+/// as the templates) and `den = Den` (at `q·τ + i`).
+fn penalised_update<T: Real>(
+    w: &ConvTemplates<T>,
+    w0: &ConvTemplates<T>,
+    wnum: &[T],
+    den: &[T],
+    lambda: f64,
+) -> ConvTemplates<T> {
+    let f_len = w.n_bins;
+    let lambda = T::from_f64(lambda);
+    let data = (0..w.data.len()).map(|idx| penalised(wnum[idx], w.data[idx], w0.data[idx], den[idx / f_len], lambda));
+    ConvTemplates { data: data.collect(), ..*w }
+}
+
 /// The penalised template entry `(W̃·Num + λ·W0)/(Den + λ)` given
 /// `w_num = W̃·Num`, floored like the kernels' templates; `W̃` when the
 /// denominator is zero (a silent note and no penalty).
 #[inline]
-fn penalised<T: super::kernels::Real>(w_num: T, w: T, w0: T, den: T, lambda: T) -> T {
+fn penalised<T: Real>(w_num: T, w: T, w0: T, den: T, lambda: T) -> T {
     let d = den + lambda;
     if d <= T::ZERO {
         return w;
@@ -260,8 +340,21 @@ fn penalised<T: super::kernels::Real>(w_num: T, w: T, w0: T, den: T, lambda: T) 
     }
 }
 
+/// `W̃·Num` and `Den` of the [module docs](self) with dense activations
+/// (the kernel's plain update is `W̃·Num/Den`).
+fn dense_numerators<T: Real>(m: &Matrix<T>, w: &ConvTemplates<T>, h: &Matrix<T>) -> (Vec<T>, Vec<T>) {
+    let mut kernel = CnmfKernel::new(w.clone());
+    kernel.update_templates(m, h, Beta::KL);
+    let mut wnum = kernel.into_templates().data;
+    let den = shifted_sums(h, w.tau);
+    for (j, slice) in wnum.chunks_mut(w.n_bins).enumerate() {
+        slice.iter_mut().for_each(|x| *x *= den[j]);
+    }
+    (wnum, den)
+}
+
 /// `Den[q, i] = Σ_{s < N − i} H[q, s]` at `q·τ + i`.
-fn shifted_sums<T: super::kernels::Real>(h: &Matrix<T>, tau: usize) -> Vec<T> {
+fn shifted_sums<T: Real>(h: &Matrix<T>, tau: usize) -> Vec<T> {
     let n = h.cols;
     let mut den = vec![T::ZERO; h.rows * tau];
     for q in 0..h.rows {
@@ -275,7 +368,7 @@ fn shifted_sums<T: super::kernels::Real>(h: &Matrix<T>, tau: usize) -> Vec<T> {
 
 /// Rescales each template of `w` to the L1 norm of its `w0` and its row of
 /// `h` by the inverse (the model is unchanged).
-fn restore_norms<T: super::kernels::Real>(w: &mut ConvTemplates<T>, w0: &ConvTemplates<T>, h: &mut Matrix<T>) {
+fn restore_norms<T: Real>(w: &mut ConvTemplates<T>, w0: &ConvTemplates<T>, h: &mut Matrix<T>) {
     for q in 0..w.n_templates {
         let norm: f64 = w.template(q).iter().map(|&x| x.into()).sum();
         let target: f64 = w0.template(q).iter().map(|&x| x.into()).sum();
@@ -293,18 +386,12 @@ fn restore_norms<T: super::kernels::Real>(w: &mut ConvTemplates<T>, w0: &ConvTem
     }
 }
 
-/// One penalised template update with sparse activations (f32): the model
-/// `M̂` frame by frame from the nonzero activations, `R = M / M̂`, then each
-/// template's numerator from its note's nonzero activations. Deterministic
-/// whatever the number of threads (frames and notes are independent tasks,
-/// each summed in a fixed order).
-fn sparse_template_update(
-    m: &Matrix<f32>,
-    w: &ConvTemplates<f32>,
-    w0: &ConvTemplates<f32>,
-    h: &SparseActivations,
-    lambda: f64,
-) -> ConvTemplates<f32> {
+/// `W̃·Num` and `Den` of the [module docs](self) with sparse activations
+/// (f32): the model `M̂` frame by frame from the nonzero activations,
+/// `R = M / M̂`, then each template's numerator from its note's nonzero
+/// activations. Deterministic whatever the number of threads (frames and
+/// notes are independent tasks, each summed in a fixed order).
+fn sparse_numerators(m: &Matrix<f32>, w: &ConvTemplates<f32>, h: &SparseActivations) -> (Vec<f32>, Vec<f32>) {
     let (f_len, tau, k, n) = (w.n_bins, w.tau, w.n_templates, h.n_frames);
     assert_eq!((m.rows, m.cols), (f_len, n));
     // R = M / max(M̂, floor), computed in blocks of frames.
@@ -334,11 +421,10 @@ fn sparse_template_update(
             rows[h.notes[e] as usize].push((s, h.values[e]));
         }
     }
-    let lambda = lambda as f32;
-    let data: Vec<f32> = (0..k)
+    let len = f_len * tau;
+    let per_note: Vec<(Vec<f32>, Vec<f32>)> = (0..k)
         .into_par_iter()
-        .flat_map_iter(|q| {
-            let len = f_len * tau;
+        .map(|q| {
             let mut num = vec![0.0f32; len];
             let mut den = vec![0.0f64; tau];
             for &(s, v) in &rows[q] {
@@ -350,11 +436,18 @@ fn sparse_template_update(
                     den[i] += v as f64;
                 }
             }
-            let (wq, w0q) = (w.template(q), w0.template(q));
-            (0..len).map(move |idx| penalised(wq[idx] * num[idx], wq[idx], w0q[idx], den[idx / f_len] as f32, lambda))
+            let wq = w.template(q);
+            num.iter_mut().zip(wq).for_each(|(a, &x)| *a *= x);
+            (num, den.into_iter().map(|x| x as f32).collect())
         })
         .collect();
-    ConvTemplates { n_bins: f_len, tau, n_templates: k, data }
+    let mut wnum = Vec::with_capacity(len * k);
+    let mut den = Vec::with_capacity(tau * k);
+    for (num, d) in per_note {
+        wnum.extend(num);
+        den.extend(d);
+    }
+    (wnum, den)
 }
 
 /// One round as plain f64 loops over the formulas of the
@@ -492,7 +585,7 @@ mod tests {
     fn adaptation_moves_templates_to_the_new_piano_and_keeps_their_pitch() {
         let (m, w0, other, _) = problem();
         let h0 = first_pass(&m, &w0);
-        let adaptation = Adaptation { rounds: 30, strength: 0.1 };
+        let adaptation = Adaptation { rounds: 30, strength: 0.1, ..Adaptation::default() };
         let (w, h, info) = adaptation.run_exact(&m, &w0, h0.clone());
         assert!(info.lambda > 0.0);
         let before = reference::loss(&m, &w0, &h0, Beta::KL);
@@ -531,7 +624,7 @@ mod tests {
     fn the_exact_path_follows_the_reference_loops() {
         let (m, w0, _, _) = problem();
         let h0 = first_pass(&m, &w0);
-        let adaptation = Adaptation { rounds: 4, strength: 0.3 };
+        let adaptation = Adaptation { rounds: 4, strength: 0.3, ..Adaptation::default() };
         let (w, h, info) = adaptation.run_exact(&m, &w0, h0.clone());
         let (wr, hr) = reference_rounds(&m, &w0, &h0, 4, info.lambda);
         let worst =
@@ -545,7 +638,7 @@ mod tests {
     fn the_fast_path_follows_the_reference_loops_to_single_precision() {
         let (m, w0, _, _) = problem();
         let h0 = first_pass(&m, &w0);
-        let adaptation = Adaptation { rounds: 4, strength: 0.3 };
+        let adaptation = Adaptation { rounds: 4, strength: 0.3, ..Adaptation::default() };
         let (w, h, info) = adaptation.run_fast(&m.map(|x| x as f32), &w0.map(|x| x as f32), h0.map(|x| x as f32), 0.0);
         let (wr, hr) = reference_rounds(&m, &w0, &h0, 4, info.lambda);
         let scale_w = wr.data.iter().copied().fold(0.0, f64::max);
@@ -560,10 +653,10 @@ mod tests {
     fn zero_rounds_give_the_first_pass_and_the_level_does_not_matter() {
         let (m, w0, _, _) = problem();
         let h0 = first_pass(&m, &w0);
-        let (w, h, _) = Adaptation { rounds: 0, strength: 1.0 }.run_exact(&m, &w0, h0.clone());
+        let (w, h, _) = Adaptation { rounds: 0, strength: 1.0, ..Adaptation::default() }.run_exact(&m, &w0, h0.clone());
         assert_eq!((w, h), (w0.clone(), h0.clone()));
         // Ten times louder: the same templates, ten times the activations.
-        let adaptation = Adaptation { rounds: 5, strength: 0.5 };
+        let adaptation = Adaptation { rounds: 5, strength: 0.5, ..Adaptation::default() };
         let (w1, h1, _) = adaptation.run_exact(&m, &w0, h0.clone());
         let loud = m.map(|x| 10.0 * x);
         let (w10, h10, _) = adaptation.run_exact(&loud, &w0, h0.map(|x| 10.0 * x));
@@ -578,8 +671,8 @@ mod tests {
 
     #[test]
     fn bad_settings_are_refused() {
-        assert!(Adaptation { rounds: 1, strength: -1.0 }.validate().is_err());
-        assert!(Adaptation { rounds: 1, strength: f64::NAN }.validate().is_err());
+        assert!(Adaptation { rounds: 1, strength: -1.0, ..Adaptation::default() }.validate().is_err());
+        assert!(Adaptation { rounds: 1, strength: f64::NAN, ..Adaptation::default() }.validate().is_err());
         let (m, w0, _, _) = problem();
         let w = w0.map(|x| x as f32);
         let a = Adaptation::default();
@@ -587,6 +680,45 @@ mod tests {
         assert!(a.fit_at(&beta, &m, &w, 0).is_err());
         let (h, _) = a.fit_at(&ConvolutiveRegression::default(), &m, &w, 0).unwrap();
         assert_eq!((h.rows, h.cols), (4, 60));
+    }
+
+    /// The refit is the regression, from its own initial activations, on
+    /// the adapted templates; with no rounds the templates are the learned
+    /// ones and the refit gives the regression's activations back.
+    #[test]
+    fn the_refit_is_the_regression_on_the_adapted_templates() {
+        let (m, w0, _, _) = problem();
+        let w = w0.map(|x| x as f32);
+        for precision in [Precision::Exact, Precision::Fast] {
+            let regression = ConvolutiveRegression { precision, ..Default::default() };
+            let refit = Adaptation { rounds: 10, strength: 0.3, refit: true, ..Adaptation::default() };
+            let (adapted, h, _) = refit.adapted_at(&regression, &m, &w, 0).unwrap();
+            assert_ne!(adapted.data, w.data, "{precision:?}");
+            assert_eq!(h.data, regression.fit(&m, &adapted).unwrap().0.data, "{precision:?}");
+            let no_refit = Adaptation { refit: false, ..refit };
+            assert_ne!(h.data, no_refit.fit_at(&regression, &m, &w, 0).unwrap().0.data, "{precision:?}");
+            let none = Adaptation { rounds: 0, ..refit };
+            assert_eq!(none.fit_at(&regression, &m, &w, 0).unwrap().0.data, regression.fit(&m, &w).unwrap().0.data);
+        }
+    }
+
+    /// The dense first pass is the fast regression without its sparse
+    /// iterations; the exact path, dense already, is unchanged by it.
+    #[test]
+    fn the_dense_first_pass_is_the_regression_without_pruning() {
+        let (m, w0, _, _) = problem();
+        let w = w0.map(|x| x as f32);
+        let first_only = Adaptation { rounds: 0, dense_first_pass: true, ..Adaptation::default() };
+        let fast = ConvolutiveRegression::default();
+        let mut dense = fast.clone();
+        dense.fast.sparse = None;
+        assert_eq!(first_only.fit_at(&fast, &m, &w, 0).unwrap().0.data, dense.fit(&m, &w).unwrap().0.data);
+        let exact = ConvolutiveRegression { precision: Precision::Exact, ..Default::default() };
+        let sparse_first = Adaptation { dense_first_pass: false, ..first_only };
+        assert_eq!(
+            first_only.fit_at(&exact, &m, &w, 0).unwrap().0.data,
+            sparse_first.fit_at(&exact, &m, &w, 0).unwrap().0.data
+        );
     }
 
     /// With a frequency cut the templates adapt on the bins below it: the
