@@ -239,6 +239,17 @@ impl SparseCnmf {
         SparseCnmf { n_bins: f_len, tau, n_templates: k, packed, slice_sums, denominators, isa: kernel_isa() }
     }
 
+    /// The kernel variant that runs.
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+
+    /// Runs the variant `isa` if this build and CPU have it, else the
+    /// scalar loops (for tests and benchmarks; the default is the best one).
+    pub fn set_isa(&mut self, isa: Isa) {
+        self.isa = if isa_runs(isa) { isa } else { Isa::Portable };
+    }
+
     /// Lays out `m` (F × N) chunk by chunk.
     pub fn pack(&self, m: &Matrix<f32>) -> PackedSpectrogram {
         assert_eq!(m.rows, self.n_bins);
@@ -375,10 +386,19 @@ fn chunk_span(f_len: usize, c: usize) -> (usize, usize, usize) {
 /// `avx`), else the scalar loops.
 fn kernel_isa() -> Isa {
     match Isa::detect() {
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 if !is_x86_feature_detected!("fma") => Isa::Portable,
-        isa => isa,
+        isa if isa_runs(isa) => isa,
+        _ => Isa::Portable,
     }
+}
+
+/// Whether this build and CPU run the variant `isa` of the fused kernel
+/// (the AVX2 one needs FMA too).
+fn isa_runs(isa: Isa) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx2 && !is_x86_feature_detected!("fma") {
+        return false;
+    }
+    isa.supported()
 }
 
 /// No entry (a note active in only one frame of a pair).
@@ -1023,7 +1043,8 @@ mod avx512 {
         let (s01, s23, s45, s67) = (halves(v[0], v[1]), halves(v[2], v[3]), halves(v[4], v[5]), halves(v[6], v[7]));
         let (lo, hi) = (quarters(s01, s23), quarters(s45, s67));
         // Per 128-bit lane k: [lo0 lo1 hi0 hi1] + [lo2 lo3 hi2 hi3]: 2 lanes of v_k, 2 of v_{k+4}.
-        let pairs = _mm512_add_ps(_mm512_shuffle_ps::<0b01_00_01_00>(lo, hi), _mm512_shuffle_ps::<0b11_10_11_10>(lo, hi));
+        let pairs =
+            _mm512_add_ps(_mm512_shuffle_ps::<0b01_00_01_00>(lo, hi), _mm512_shuffle_ps::<0b11_10_11_10>(lo, hi));
         // Lane 4k: v_k's sum, lane 4k + 2: v_{k+4}'s.
         let total = _mm512_add_ps(pairs, _mm512_movehdup_ps(pairs));
         let mut lanes = [0.0f32; 16];
@@ -1076,20 +1097,11 @@ mod tests {
         a.iter().zip(b).map(|(x, y)| (x - y).abs() / x.abs().max(y.abs()).max(1e-300)).fold(0.0, f64::max)
     }
 
-    /// Whether this build and CPU run the kernel variant `isa`.
-    fn runs(isa: Isa) -> bool {
-        #[cfg(target_arch = "x86_64")]
-        if isa == Isa::Avx2 && !is_x86_feature_detected!("fma") {
-            return false;
-        }
-        isa.supported()
-    }
-
     /// The kernel variants to test: all three, less those this build or CPU
     /// lacks (the skipped ones printed).
     fn isas_to_test() -> Vec<Isa> {
         let (run, skipped): (Vec<Isa>, Vec<Isa>) =
-            [Isa::Portable, Isa::Avx2, Isa::Avx512].into_iter().partition(|&isa| runs(isa));
+            [Isa::Portable, Isa::Avx2, Isa::Avx512].into_iter().partition(|&isa| isa_runs(isa));
         if !skipped.is_empty() {
             eprintln!("sparse kernel variants skipped (not in this build or CPU): {skipped:?}");
         }
@@ -1106,7 +1118,7 @@ mod tests {
         steps: usize,
     ) -> (SparseActivations, Vec<f64>) {
         let mut kernel = SparseCnmf::new(&w.map(|x| x as f32));
-        kernel.isa = isa;
+        kernel.set_isa(isa);
         let packed = kernel.pack(&m.map(|x| x as f32));
         let mut h = h0.clone();
         let losses = (0..steps).map(|_| kernel.step(&packed, &mut h, step).loss_before.unwrap_or(0.0)).collect();
@@ -1119,22 +1131,15 @@ mod tests {
     /// result the same bits whatever the thread count.
     #[test]
     fn avx512_variant_agrees_with_the_scalar_loops_and_ignores_the_thread_count() {
-        if !runs(Isa::Avx512) {
+        if !isa_runs(Isa::Avx512) {
             eprintln!("skipped: this build or CPU has no AVX-512F");
             return;
         }
         // Last chunk widths: 24 (F = 88), 8 (F = 33, 600), 32 (F = 57), 16 (F = 15).
-        for &(f, tau, k, n) in &[(88, 10, 9, 41), (33, 4, 13, 20), (57, 1, 8, 33), (15, 3, 6, 7), (600, 10, 11, 30)]
-        {
+        for &(f, tau, k, n) in &[(88, 10, 9, 41), (33, 4, 13, 20), (57, 1, 8, 33), (15, 3, 6, 7), (600, 10, 11, 30)] {
             let (m, w, h0) = random_problem(f, tau, k, n, (31 * f + n) as u64);
             let h0 = SparseActivations::from_dense(&h0.map(|x| x as f32));
-            let step = Step {
-                exponent: 2,
-                model_threshold: 1e-7,
-                numer_threshold: 1e-3,
-                prune: 1e-6,
-                want_loss: true,
-            };
+            let step = Step { exponent: 2, model_threshold: 1e-7, numer_threshold: 1e-3, prune: 1e-6, want_loss: true };
             let (scalar, scalar_losses) = run_steps(&m, &w, &h0, Isa::Portable, &step, 8);
             let (fast, fast_losses) = run_steps(&m, &w, &h0, Isa::Avx512, &step, 8);
             let (a, b) = (fast.to_dense(), scalar.to_dense());
@@ -1172,7 +1177,7 @@ mod tests {
             reference::update_activations(&m, &w, &mut h_ref, Beta::KL);
             for isa in isas_to_test() {
                 let mut kernel = SparseCnmf::new(&w.map(|x| x as f32));
-                kernel.isa = isa;
+                kernel.set_isa(isa);
                 let packed = kernel.pack(&m.map(|x| x as f32));
                 let mut h = SparseActivations::from_dense(&h0.map(|x| x as f32));
                 let stats = kernel.update(&packed, &mut h, 0.0, true);
