@@ -19,6 +19,13 @@
 //! order and the groups are summed in order, so the result is bit-identical
 //! whatever the number of threads.
 //!
+//! The fused loops come in three variants, chosen once per [`SparseCnmf`]
+//! from the CPU ([`Isa`]): AVX-512F (16 lanes, module `avx512`, built with
+//! Rust ≥ 1.89, see `build.rs`), AVX2 with FMA (8 lanes, module `avx`) and
+//! scalar. Each sums in its own fixed order, so each is deterministic, and
+//! they agree to rounding (not bit for bit; the AVX-512 order is in its
+//! module docs).
+//!
 //! After the update, activations below `prune ×` their local level (the
 //! largest frame total within τ frames, [`local_levels`]) are set to zero
 //! (and dropped), which is where the speed comes from; see
