@@ -552,6 +552,34 @@ fn ring_frames(tau: usize) -> usize {
     tau + 2
 }
 
+/// Where the numerators of frame pair `p` (frames `s = 2p`, `s + 1`) read
+/// `R` in the ring: rows of frames `s + i` (`a`) and `s + 1 + i` (`b`, the
+/// `zero` row past the last frame) for the `shifts` shifts `i`.
+#[cfg(target_arch = "x86_64")]
+struct PairRows {
+    a: [*const f32; MAX_SIMD_TAU],
+    b: [*const f32; MAX_SIMD_TAU],
+    shifts: usize,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl PairRows {
+    fn new(c: &Chunk<'_>, ring: &[f32], p: usize, zero: *const f32) -> Self {
+        let (tau, n, width) = (c.plan.tau, c.plan.n_frames, c.width);
+        let rf = ring_frames(tau);
+        let s = 2 * p;
+        let shifts = tau.min(n - s);
+        let mut rows = PairRows { a: [std::ptr::null(); MAX_SIMD_TAU], b: [std::ptr::null(); MAX_SIMD_TAU], shifts };
+        let mut slot = s % rf;
+        for i in 0..shifts {
+            rows.a[i] = ring[slot * width..].as_ptr();
+            slot = if slot + 1 == rf { 0 } else { slot + 1 };
+            rows.b[i] = if s + 1 + i < n { ring[slot * width..].as_ptr() } else { zero };
+        }
+        rows
+    }
+}
+
 impl Chunk<'_> {
     /// Adds this chunk's part of the numerator of every stored activation to
     /// `numer`; returns this chunk's part of the loss (when `want_loss`).
@@ -660,7 +688,7 @@ fn kl_loss(m: &[f32], model: &[f32]) -> f64 {
 mod avx {
     use std::arch::x86_64::*;
 
-    use super::{kl_loss, ring_frames, Chunk, MAX_SIMD_TAU, MODEL_FLOOR, NONE};
+    use super::{kl_loss, ring_frames, Chunk, PairRows, MODEL_FLOOR, NONE};
 
     /// [`Chunk::run_scalar`] with `NV` AVX vectors per frame (`width = 8·NV`).
     #[target_feature(enable = "avx2,fma")]
@@ -722,19 +750,9 @@ mod avx {
     #[target_feature(enable = "avx2,fma")]
     unsafe fn numer_pair<const NV: usize>(c: &Chunk<'_>, p: usize, numer: &mut [f32], ring: &[f32], zero: *const f32) {
         let (plan, width) = (c.plan, c.width);
-        let (tau, n) = (plan.tau, plan.n_frames);
-        let rf = ring_frames(tau);
-        let s = 2 * p;
-        let shifts = tau.min(n - s);
-        // Ring positions of frames s + i and s + 1 + i (a zero frame past the end).
-        let mut ra = [std::ptr::null::<f32>(); MAX_SIMD_TAU];
-        let mut rb = [std::ptr::null::<f32>(); MAX_SIMD_TAU];
-        let mut slot = s % rf;
-        for i in 0..shifts {
-            ra[i] = ring.as_ptr().add(slot * width);
-            slot = if slot + 1 == rf { 0 } else { slot + 1 };
-            rb[i] = if s + 1 + i < n { ring.as_ptr().add(slot * width) } else { zero };
-        }
+        let tau = plan.tau;
+        let rows = PairRows::new(c, ring, p, zero);
+        let (ra, rb, shifts) = (&rows.a, &rows.b, rows.shifts);
         let w = c.w.as_ptr();
         let entries = &plan.numer[plan.numer_start[p]..plan.numer_start[p + 1]];
         // Two notes at a time share the loads of R: 16 loads per 16
@@ -831,11 +849,13 @@ mod avx {
 /// - the 8 horizontal sums of a group (4 notes × 2 frames) are one
 ///   transposing reduction tree ([`sum_lanes_of_eight`]) instead of 8
 ///   separate ones.
+// Compiled only by Rust ≥ 1.89 (see build.rs), where these intrinsics are stable.
 #[cfg(all(target_arch = "x86_64", sscnmf_avx512))]
+#[allow(clippy::incompatible_msrv)]
 mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::{kl_loss, ring_frames, Chunk, NumerEntry, MAX_SIMD_TAU, MODEL_FLOOR, NONE};
+    use super::{kl_loss, ring_frames, Chunk, NumerEntry, PairRows, MODEL_FLOOR, NONE};
 
     /// Notes whose numerators are computed together.
     const NOTES: usize = 4;
@@ -958,38 +978,19 @@ mod avx512 {
         ring: &[f32],
         zero: *const f32,
     ) {
-        let (plan, width) = (c.plan, c.width);
-        let (tau, n) = (plan.tau, plan.n_frames);
-        let rf = ring_frames(tau);
-        let s = 2 * p;
-        let shifts = tau.min(n - s);
-        // Ring positions of frames s + i and s + 1 + i (a zero frame past the end).
-        let mut ra = [std::ptr::null::<f32>(); MAX_SIMD_TAU];
-        let mut rb = [std::ptr::null::<f32>(); MAX_SIMD_TAU];
-        let mut slot = s % rf;
-        for i in 0..shifts {
-            ra[i] = ring.as_ptr().add(slot * width);
-            slot = if slot + 1 == rf { 0 } else { slot + 1 };
-            rb[i] = if s + 1 + i < n { ring.as_ptr().add(slot * width) } else { zero };
-        }
-        let rings = Rings { a: &ra[..shifts], b: &rb[..shifts] };
+        let plan = c.plan;
+        let rows = PairRows::new(c, ring, p, zero);
         let entries = &plan.numer[plan.numer_start[p]..plan.numer_start[p + 1]];
         let mut groups = entries.chunks_exact(NOTES);
         for group in &mut groups {
-            numer_notes::<NV, HALF, NOTES>(c, group, &rings, numer);
+            numer_notes::<NV, HALF, NOTES>(c, group, &rows, numer);
         }
         match groups.remainder() {
             [] => {}
-            rest @ [_] => numer_notes::<NV, HALF, 1>(c, rest, &rings, numer),
-            rest @ [_, _] => numer_notes::<NV, HALF, 2>(c, rest, &rings, numer),
-            rest => numer_notes::<NV, HALF, 3>(c, rest, &rings, numer),
+            rest @ [_] => numer_notes::<NV, HALF, 1>(c, rest, &rows, numer),
+            rest @ [_, _] => numer_notes::<NV, HALF, 2>(c, rest, &rows, numer),
+            rest => numer_notes::<NV, HALF, 3>(c, rest, &rows, numer),
         }
-    }
-
-    /// The ring frames `s + i` (`a`) and `s + 1 + i` (`b`) for each shift `i`.
-    struct Rings<'a> {
-        a: &'a [*const f32],
-        b: &'a [*const f32],
     }
 
     /// Adds this chunk's `Σ_i Σ_f W[f, i, q] · R[f, s + i]` (and the same at
@@ -999,7 +1000,7 @@ mod avx512 {
     unsafe fn numer_notes<const NV: usize, const HALF: bool, const G: usize>(
         c: &Chunk<'_>,
         entries: &[NumerEntry],
-        rings: &Rings<'_>,
+        rows: &PairRows,
         numer: &mut [f32],
     ) {
         let (tau, width) = (c.plan.tau, c.width);
@@ -1010,7 +1011,7 @@ mod avx512 {
         }
         // acc[note][frame][vector]
         let mut acc = [[[_mm512_setzero_ps(); NV]; 2]; G];
-        for (i, (&pa, &pb)) in rings.a.iter().zip(rings.b).enumerate() {
+        for (i, (&pa, &pb)) in rows.a[..rows.shifts].iter().zip(&rows.b[..rows.shifts]).enumerate() {
             for u in 0..NV {
                 let (xa, xb) = (load::<NV, HALF>(pa, u), load::<NV, HALF>(pb, u));
                 for j in 0..G {
