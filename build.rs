@@ -1,5 +1,6 @@
-//! Build script: enables the AVX-512 variant of the template-learning kernel
-//! (`src/factorization/rank_one_kl.rs`) when the compiler supports it.
+//! Build script: enables the AVX-512 variants of the template-learning kernel
+//! (`src/factorization/rank_one_kl.rs`) and of the sparse transcription
+//! kernel (`src/factorization/sparse.rs`) when the compiler supports them.
 //! `#[target_feature(enable = "avx512f")]` and the AVX-512 intrinsics are
 //! stable since Rust 1.89, above the crate's minimum (1.85): older compilers
 //! build the AVX2 and portable variants only.

@@ -5,8 +5,11 @@
 //! depends on the sparsity pattern, not on the values.
 //!
 //! `RAYON_NUM_THREADS=1 cargo bench --bench sparse_step` for the one-core figure.
+//! "plain update" is the variant `SparseCnmf::new` selects; the other SIMD
+//! variant this CPU runs (AVX2 or AVX-512) is timed after it.
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use sscnmf::factorization::rank_one_kl::Isa;
 use sscnmf::factorization::sparse::{SparseActivations, SparseCnmf, Step};
 use sscnmf::factorization::{ConvTemplates, Matrix, SplitMix64};
 
@@ -34,18 +37,28 @@ fn problem() -> (Matrix<f32>, ConvTemplates<f32>, Matrix<f32>) {
 
 fn sparse_step(c: &mut Criterion) {
     let (spectrogram, templates, h) = problem();
-    let kernel = SparseCnmf::new(&templates);
+    let mut kernel = SparseCnmf::new(&templates);
     let packed = kernel.pack(&spectrogram);
     let start = SparseActivations::from_dense(&h);
     let mut group = c.benchmark_group("sparse KL update, 30 s, 88 notes, tau 10, 15 % nonzero");
     group.sample_size(20);
-    group.bench_function("plain update", |b| {
-        b.iter_batched_ref(
-            || start.clone(),
-            |h| kernel.step(&packed, h, &Step::default()),
-            criterion::BatchSize::LargeInput,
-        )
-    });
+    // The best variant this CPU runs, then the other SIMD one if it runs.
+    let best = kernel.isa();
+    let others = [Isa::Avx512, Isa::Avx2].into_iter().filter(|&isa| isa != best);
+    for isa in std::iter::once(best).chain(others) {
+        kernel.set_isa(isa);
+        if kernel.isa() != isa {
+            continue;
+        }
+        let name = if isa == best { "plain update".to_string() } else { format!("plain update, {isa:?}") };
+        group.bench_function(name, |b| {
+            b.iter_batched_ref(
+                || start.clone(),
+                |h| kernel.step(&packed, h, &Step::default()),
+                criterion::BatchSize::LargeInput,
+            )
+        });
+    }
     group.finish();
 }
 

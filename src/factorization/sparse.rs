@@ -19,6 +19,13 @@
 //! order and the groups are summed in order, so the result is bit-identical
 //! whatever the number of threads.
 //!
+//! The fused loops come in three variants, chosen once per [`SparseCnmf`]
+//! from the CPU ([`Isa`]): AVX-512F (16 lanes, module `avx512`, built with
+//! Rust ≥ 1.89, see `build.rs`), AVX2 with FMA (8 lanes, module `avx`) and
+//! scalar. Each sums in its own fixed order, so each is deterministic, and
+//! they agree to rounding (not bit for bit; the AVX-512 order is in its
+//! module docs).
+//!
 //! After the update, activations below `prune ×` their local level (the
 //! largest frame total within τ frames, [`local_levels`]) are set to zero
 //! (and dropped), which is where the speed comes from; see
@@ -27,10 +34,13 @@
 use rayon::prelude::*;
 
 use super::kernels::ACTIVATION_FLOOR;
+use super::rank_one_kl::Isa;
 use super::{Beta, ConvTemplates, Matrix, MODEL_FLOOR};
 
-/// Frequency bins per chunk (a multiple of 8, the f32 AVX width).
+/// Frequency bins per chunk (a multiple of 8, the f32 AVX width; the
+/// AVX-512 variant is compiled for chunks of 8, 16, 24 and 32 bins).
 pub const CHUNK: usize = 32;
+const _: () = assert!(CHUNK == 32, "Chunk::run dispatches on widths up to 32");
 
 /// Chunks per parallel task. Fixed, so the order of the sums does not
 /// depend on the number of threads.
@@ -191,7 +201,8 @@ pub struct SparseCnmf {
     slice_sums: Vec<f32>,
     /// `Σ_i Σ_f W[f, i, q]` for frames at least τ − 1 from the end.
     denominators: Vec<f32>,
-    simd: bool,
+    /// The kernel variant that runs ([`Isa::Portable`]: the scalar loops).
+    isa: Isa,
 }
 
 /// What one [`SparseCnmf::update`] did.
@@ -232,7 +243,18 @@ impl SparseCnmf {
             .collect();
         let denominators =
             (0..k).map(|q| slice_sums[q * tau..(q + 1) * tau].iter().fold(0.0f32, |a, &b| a + b)).collect();
-        SparseCnmf { n_bins: f_len, tau, n_templates: k, packed, slice_sums, denominators, simd: simd_available() }
+        SparseCnmf { n_bins: f_len, tau, n_templates: k, packed, slice_sums, denominators, isa: kernel_isa() }
+    }
+
+    /// The kernel variant that runs.
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+
+    /// Runs the variant `isa` if this build and CPU have it, else the
+    /// scalar loops (for tests and benchmarks; the default is the best one).
+    pub fn set_isa(&mut self, isa: Isa) {
+        self.isa = if isa_runs(isa) { isa } else { Isa::Portable };
     }
 
     /// Lays out `m` (F × N) chunk by chunk.
@@ -280,7 +302,7 @@ impl SparseCnmf {
                     let w = &self.packed[lo * cols..lo * cols + width * cols];
                     let mm = &m.data[lo * n..lo * n + width * n];
                     let chunk = Chunk { w, m: mm, width, real, plan };
-                    loss += chunk.run(&mut numer, &mut ring[..ring_frames(tau) * width], want_loss, self.simd);
+                    loss += chunk.run(&mut numer, &mut ring[..ring_frames(tau) * width], want_loss, self.isa);
                 }
                 (numer, loss)
             })
@@ -366,15 +388,24 @@ fn chunk_span(f_len: usize, c: usize) -> (usize, usize, usize) {
     (lo, real, real.div_ceil(8) * 8)
 }
 
-fn simd_available() -> bool {
+/// The best variant of the fused kernel this CPU runs: AVX-512F (16 lanes,
+/// module `avx512`) when built and supported, else AVX2 with FMA (module
+/// `avx`), else the scalar loops.
+fn kernel_isa() -> Isa {
+    match Isa::detect() {
+        isa if isa_runs(isa) => isa,
+        _ => Isa::Portable,
+    }
+}
+
+/// Whether this build and CPU run the variant `isa` of the fused kernel
+/// (the AVX2 one needs FMA too).
+fn isa_runs(isa: Isa) -> bool {
     #[cfg(target_arch = "x86_64")]
-    {
-        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+    if isa == Isa::Avx2 && !is_x86_feature_detected!("fma") {
+        return false;
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    isa.supported()
 }
 
 /// No entry (a note active in only one frame of a pair).
@@ -521,23 +552,65 @@ fn ring_frames(tau: usize) -> usize {
     tau + 2
 }
 
+/// Where the numerators of frame pair `p` (frames `s = 2p`, `s + 1`) read
+/// `R` in the ring: rows of frames `s + i` (`a`) and `s + 1 + i` (`b`, the
+/// `zero` row past the last frame) for the `shifts` shifts `i`.
+#[cfg(target_arch = "x86_64")]
+struct PairRows {
+    a: [*const f32; MAX_SIMD_TAU],
+    b: [*const f32; MAX_SIMD_TAU],
+    shifts: usize,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl PairRows {
+    fn new(c: &Chunk<'_>, ring: &[f32], p: usize, zero: *const f32) -> Self {
+        let (tau, n, width) = (c.plan.tau, c.plan.n_frames, c.width);
+        let rf = ring_frames(tau);
+        let s = 2 * p;
+        let shifts = tau.min(n - s);
+        let mut rows = PairRows { a: [std::ptr::null(); MAX_SIMD_TAU], b: [std::ptr::null(); MAX_SIMD_TAU], shifts };
+        let mut slot = s % rf;
+        for i in 0..shifts {
+            rows.a[i] = ring[slot * width..].as_ptr();
+            slot = if slot + 1 == rf { 0 } else { slot + 1 };
+            rows.b[i] = if s + 1 + i < n { ring[slot * width..].as_ptr() } else { zero };
+        }
+        rows
+    }
+}
+
 impl Chunk<'_> {
     /// Adds this chunk's part of the numerator of every stored activation to
     /// `numer`; returns this chunk's part of the loss (when `want_loss`).
-    fn run(&self, numer: &mut [f32], ring: &mut [f32], want_loss: bool, simd: bool) -> f64 {
+    fn run(&self, numer: &mut [f32], ring: &mut [f32], want_loss: bool, isa: Isa) -> f64 {
         #[cfg(target_arch = "x86_64")]
-        if simd && self.plan.tau <= MAX_SIMD_TAU {
-            // SAFETY: AVX2 and FMA are available (checked at construction).
-            unsafe {
-                return match self.width / 8 {
-                    4 => avx::run::<4>(self, numer, ring, want_loss),
-                    3 => avx::run::<3>(self, numer, ring, want_loss),
-                    2 => avx::run::<2>(self, numer, ring, want_loss),
-                    _ => avx::run::<1>(self, numer, ring, want_loss),
-                };
+        if self.plan.tau <= MAX_SIMD_TAU {
+            match isa {
+                // SAFETY: AVX-512F is available (checked at construction);
+                // the width is a multiple of 8 up to CHUNK = 32.
+                #[cfg(sscnmf_avx512)]
+                Isa::Avx512 => unsafe {
+                    return match self.width {
+                        32 => avx512::run::<2, false>(self, numer, ring, want_loss),
+                        24 => avx512::run::<2, true>(self, numer, ring, want_loss),
+                        16 => avx512::run::<1, false>(self, numer, ring, want_loss),
+                        _ => avx512::run::<1, true>(self, numer, ring, want_loss),
+                    };
+                },
+                // SAFETY: AVX2 and FMA are available (checked at construction).
+                Isa::Avx2 => unsafe {
+                    return match self.width / 8 {
+                        4 => avx::run::<4>(self, numer, ring, want_loss),
+                        3 => avx::run::<3>(self, numer, ring, want_loss),
+                        2 => avx::run::<2>(self, numer, ring, want_loss),
+                        _ => avx::run::<1>(self, numer, ring, want_loss),
+                    };
+                },
+                _ => {}
             }
         }
-        let _ = simd;
+        let _ = isa;
         self.run_scalar(numer, ring, want_loss)
     }
 
@@ -615,7 +688,7 @@ fn kl_loss(m: &[f32], model: &[f32]) -> f64 {
 mod avx {
     use std::arch::x86_64::*;
 
-    use super::{kl_loss, ring_frames, Chunk, MAX_SIMD_TAU, MODEL_FLOOR, NONE};
+    use super::{kl_loss, ring_frames, Chunk, PairRows, MODEL_FLOOR, NONE};
 
     /// [`Chunk::run_scalar`] with `NV` AVX vectors per frame (`width = 8·NV`).
     #[target_feature(enable = "avx2,fma")]
@@ -677,19 +750,9 @@ mod avx {
     #[target_feature(enable = "avx2,fma")]
     unsafe fn numer_pair<const NV: usize>(c: &Chunk<'_>, p: usize, numer: &mut [f32], ring: &[f32], zero: *const f32) {
         let (plan, width) = (c.plan, c.width);
-        let (tau, n) = (plan.tau, plan.n_frames);
-        let rf = ring_frames(tau);
-        let s = 2 * p;
-        let shifts = tau.min(n - s);
-        // Ring positions of frames s + i and s + 1 + i (a zero frame past the end).
-        let mut ra = [std::ptr::null::<f32>(); MAX_SIMD_TAU];
-        let mut rb = [std::ptr::null::<f32>(); MAX_SIMD_TAU];
-        let mut slot = s % rf;
-        for i in 0..shifts {
-            ra[i] = ring.as_ptr().add(slot * width);
-            slot = if slot + 1 == rf { 0 } else { slot + 1 };
-            rb[i] = if s + 1 + i < n { ring.as_ptr().add(slot * width) } else { zero };
-        }
+        let tau = plan.tau;
+        let rows = PairRows::new(c, ring, p, zero);
+        let (ra, rb, shifts) = (&rows.a, &rows.b, rows.shifts);
         let w = c.w.as_ptr();
         let entries = &plan.numer[plan.numer_start[p]..plan.numer_start[p + 1]];
         // Two notes at a time share the loads of R: 16 loads per 16
@@ -768,6 +831,252 @@ mod avx {
     }
 }
 
+/// [`avx`] with 16-lane AVX-512F vectors: `NV` vectors per frame, the last
+/// one holding only its low 8 lanes when `HALF` (a chunk of 8 or 24 bins;
+/// masked loads and stores, so nothing past the chunk is read or written).
+///
+/// The same sums as [`Chunk::run_scalar`], in a different but fixed order
+/// per lane (so the result does not depend on the number of threads, but is
+/// not bit-identical to the AVX2 variant):
+///
+/// - the model `M̂` accumulates the pair's model entries alternately into two
+///   sets of accumulators, added at the end (`Σ_even + Σ_odd`): with two
+///   vectors per frame, one set would be 4 dependent FMA chains, too few to
+///   hide the FMA latency (4 cycles, 2 FMA units);
+/// - the numerators are computed 4 notes at a time (the loads of `R` shared
+///   by 4 notes: 6 loads per 8 FMAs), each lane summing over the shifts in
+///   order as in [`avx`];
+/// - the 8 horizontal sums of a group (4 notes × 2 frames) are one
+///   transposing reduction tree ([`sum_lanes_of_eight`]) instead of 8
+///   separate ones.
+// Compiled only by Rust ≥ 1.89 (see build.rs), where these intrinsics are stable.
+#[cfg(all(target_arch = "x86_64", sscnmf_avx512))]
+#[allow(clippy::incompatible_msrv)]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::{kl_loss, ring_frames, Chunk, NumerEntry, PairRows, MODEL_FLOOR, NONE};
+
+    /// Notes whose numerators are computed together.
+    const NOTES: usize = 4;
+
+    /// The lanes of vector `u` of a frame: all 16, or the low 8 for the last
+    /// one when `HALF`.
+    #[inline]
+    const fn lanes<const NV: usize, const HALF: bool>(u: usize) -> __mmask16 {
+        if HALF && u + 1 == NV {
+            0x00ff
+        } else {
+            0xffff
+        }
+    }
+
+    /// Vector `u` of the frame at `p` (masked lanes zero).
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn load<const NV: usize, const HALF: bool>(p: *const f32, u: usize) -> __m512 {
+        if HALF && u + 1 == NV {
+            _mm512_maskz_loadu_ps(lanes::<NV, HALF>(u), p.add(16 * u))
+        } else {
+            _mm512_loadu_ps(p.add(16 * u))
+        }
+    }
+
+    /// Stores vector `u` of the frame at `p` (only its lanes).
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn store<const NV: usize, const HALF: bool>(p: *mut f32, u: usize, v: __m512) {
+        if HALF && u + 1 == NV {
+            _mm512_mask_storeu_ps(p.add(16 * u), lanes::<NV, HALF>(u), v)
+        } else {
+            _mm512_storeu_ps(p.add(16 * u), v)
+        }
+    }
+
+    /// [`Chunk::run_scalar`] with `NV` AVX-512 vectors per frame
+    /// (`width = 16·NV`, or `16·NV − 8` when `HALF`).
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn run<const NV: usize, const HALF: bool>(
+        c: &Chunk<'_>,
+        numer: &mut [f32],
+        ring: &mut [f32],
+        want_loss: bool,
+    ) -> f64 {
+        let (plan, width) = (c.plan, c.width);
+        let (tau, n) = (plan.tau, plan.n_frames);
+        debug_assert_eq!(width, 16 * NV - 8 * HALF as usize);
+        let rf = ring_frames(tau);
+        let floor = _mm512_set1_ps(MODEL_FLOOR as f32);
+        let w = c.w.as_ptr();
+        let zero = [0.0f32; 32];
+        let mut loss = 0.0;
+        let mut next = 0;
+        let pairs = n.div_ceil(2);
+        for p in 0..pairs {
+            // acc[set][frame][vector]: even entries in set 0, odd in set 1.
+            let mut acc = [[[_mm512_setzero_ps(); NV]; 2]; 2];
+            let entries = &plan.model[plan.model_start[p]..plan.model_start[p + 1]];
+            let mut two = entries.chunks_exact(2);
+            for pair in &mut two {
+                for (set, e) in pair.iter().enumerate() {
+                    let wp = w.add(e.col as usize * width);
+                    let (va, vb) = (_mm512_set1_ps(e.first), _mm512_set1_ps(e.second));
+                    for u in 0..NV {
+                        let x = load::<NV, HALF>(wp, u);
+                        acc[set][0][u] = _mm512_fmadd_ps(x, va, acc[set][0][u]);
+                        acc[set][1][u] = _mm512_fmadd_ps(x, vb, acc[set][1][u]);
+                    }
+                }
+            }
+            for e in two.remainder() {
+                let wp = w.add(e.col as usize * width);
+                let (va, vb) = (_mm512_set1_ps(e.first), _mm512_set1_ps(e.second));
+                for u in 0..NV {
+                    let x = load::<NV, HALF>(wp, u);
+                    acc[0][0][u] = _mm512_fmadd_ps(x, va, acc[0][0][u]);
+                    acc[0][1][u] = _mm512_fmadd_ps(x, vb, acc[0][1][u]);
+                }
+            }
+            for d in 0..2 {
+                let t = 2 * p + d;
+                if t >= n {
+                    break;
+                }
+                let mut model = [_mm512_setzero_ps(); NV];
+                for u in 0..NV {
+                    model[u] = _mm512_add_ps(acc[0][d][u], acc[1][d][u]);
+                }
+                let mp = c.m.as_ptr().add(t * width);
+                if want_loss {
+                    let mut stored = [0.0f32; 32];
+                    for u in 0..NV {
+                        store::<NV, HALF>(stored.as_mut_ptr(), u, model[u]);
+                    }
+                    loss += kl_loss(&c.m[t * width..t * width + c.real], &stored[..c.real]);
+                }
+                let rp = ring.as_mut_ptr().add((t % rf) * width);
+                for u in 0..NV {
+                    let y = _mm512_max_ps(model[u], floor);
+                    store::<NV, HALF>(rp, u, _mm512_div_ps(load::<NV, HALF>(mp, u), y));
+                }
+            }
+            let done = (2 * p + 2).min(n);
+            while next < pairs && plan.numer_needs(next) <= done {
+                numer_pair::<NV, HALF>(c, next, numer, ring, zero.as_ptr());
+                next += 1;
+            }
+        }
+        loss
+    }
+
+    /// The numerators of frame pair `p`'s notes, `NOTES` at a time.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn numer_pair<const NV: usize, const HALF: bool>(
+        c: &Chunk<'_>,
+        p: usize,
+        numer: &mut [f32],
+        ring: &[f32],
+        zero: *const f32,
+    ) {
+        let plan = c.plan;
+        let rows = PairRows::new(c, ring, p, zero);
+        let entries = &plan.numer[plan.numer_start[p]..plan.numer_start[p + 1]];
+        let mut groups = entries.chunks_exact(NOTES);
+        for group in &mut groups {
+            numer_notes::<NV, HALF, NOTES>(c, group, &rows, numer);
+        }
+        match groups.remainder() {
+            [] => {}
+            rest @ [_] => numer_notes::<NV, HALF, 1>(c, rest, &rows, numer),
+            rest @ [_, _] => numer_notes::<NV, HALF, 2>(c, rest, &rows, numer),
+            rest => numer_notes::<NV, HALF, 3>(c, rest, &rows, numer),
+        }
+    }
+
+    /// Adds this chunk's `Σ_i Σ_f W[f, i, q] · R[f, s + i]` (and the same at
+    /// `s + 1`) to the numerators of the `G` notes of `entries`.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn numer_notes<const NV: usize, const HALF: bool, const G: usize>(
+        c: &Chunk<'_>,
+        entries: &[NumerEntry],
+        rows: &PairRows,
+        numer: &mut [f32],
+    ) {
+        let (tau, width) = (c.plan.tau, c.width);
+        let w = c.w.as_ptr();
+        let mut wq = [w; G];
+        for j in 0..G {
+            wq[j] = w.add(entries[j].note as usize * tau * width);
+        }
+        // acc[note][frame][vector]
+        let mut acc = [[[_mm512_setzero_ps(); NV]; 2]; G];
+        for (i, (&pa, &pb)) in rows.a[..rows.shifts].iter().zip(&rows.b[..rows.shifts]).enumerate() {
+            for u in 0..NV {
+                let (xa, xb) = (load::<NV, HALF>(pa, u), load::<NV, HALF>(pb, u));
+                for j in 0..G {
+                    let y = load::<NV, HALF>(wq[j].add(i * width), u);
+                    acc[j][0][u] = _mm512_fmadd_ps(y, xa, acc[j][0][u]);
+                    acc[j][1][u] = _mm512_fmadd_ps(y, xb, acc[j][1][u]);
+                }
+            }
+        }
+        let mut rows = [_mm512_setzero_ps(); 8];
+        for j in 0..G {
+            for d in 0..2 {
+                let mut v = acc[j][d][0];
+                for u in 1..NV {
+                    v = _mm512_add_ps(v, acc[j][d][u]);
+                }
+                rows[2 * j + d] = v;
+            }
+        }
+        let sums = sum_lanes_of_eight(&rows);
+        for (j, e) in entries.iter().enumerate() {
+            if e.first != NONE {
+                *numer.get_unchecked_mut(e.first as usize) += sums[2 * j];
+            }
+            if e.second != NONE {
+                *numer.get_unchecked_mut(e.second as usize) += sums[2 * j + 1];
+            }
+        }
+    }
+
+    /// The sum of the 16 lanes of each of 8 vectors, as one reduction tree
+    /// that transposes as it adds (15 shuffles and 8 additions instead of
+    /// 8 × 8): halves of 256 bits, then of 128, then of 64, then lanes.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn sum_lanes_of_eight(v: &[__m512; 8]) -> [f32; 8] {
+        let (s01, s23, s45, s67) = (halves(v[0], v[1]), halves(v[2], v[3]), halves(v[4], v[5]), halves(v[6], v[7]));
+        let (lo, hi) = (quarters(s01, s23), quarters(s45, s67));
+        // Per 128-bit lane k: [lo0 lo1 hi0 hi1] + [lo2 lo3 hi2 hi3]: 2 lanes of v_k, 2 of v_{k+4}.
+        let pairs =
+            _mm512_add_ps(_mm512_shuffle_ps::<0b01_00_01_00>(lo, hi), _mm512_shuffle_ps::<0b11_10_11_10>(lo, hi));
+        // Lane 4k: v_k's sum, lane 4k + 2: v_{k+4}'s.
+        let total = _mm512_add_ps(pairs, _mm512_movehdup_ps(pairs));
+        let mut lanes = [0.0f32; 16];
+        _mm512_storeu_ps(lanes.as_mut_ptr(), total);
+        [lanes[0], lanes[4], lanes[8], lanes[12], lanes[2], lanes[6], lanes[10], lanes[14]]
+    }
+
+    /// `[a.q0 a.q1 b.q0 b.q1] + [a.q2 a.q3 b.q2 b.q3]` (`q`: 128-bit
+    /// quarters): 8 lanes summing to `a`'s total, then 8 to `b`'s.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn halves(a: __m512, b: __m512) -> __m512 {
+        _mm512_add_ps(_mm512_shuffle_f32x4::<0b01_00_01_00>(a, b), _mm512_shuffle_f32x4::<0b11_10_11_10>(a, b))
+    }
+
+    /// `[x.q0 x.q2 y.q0 y.q2] + [x.q1 x.q3 y.q1 y.q3]` of two [`halves`]:
+    /// 4 lanes summing to each of the four vectors' totals.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn quarters(x: __m512, y: __m512) -> __m512 {
+        _mm512_add_ps(_mm512_shuffle_f32x4::<0b10_00_10_00>(x, y), _mm512_shuffle_f32x4::<0b11_01_11_01>(x, y))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::{kernels::CnmfKernel, reference, SplitMix64};
@@ -796,9 +1105,71 @@ mod tests {
         a.iter().zip(b).map(|(x, y)| (x - y).abs() / x.abs().max(y.abs()).max(1e-300)).fold(0.0, f64::max)
     }
 
+    /// The kernel variants to test: all three, less those this build or CPU
+    /// lacks (the skipped ones printed).
+    fn isas_to_test() -> Vec<Isa> {
+        let (run, skipped): (Vec<Isa>, Vec<Isa>) =
+            [Isa::Portable, Isa::Avx2, Isa::Avx512].into_iter().partition(|&isa| isa_runs(isa));
+        if !skipped.is_empty() {
+            eprintln!("sparse kernel variants skipped (not in this build or CPU): {skipped:?}");
+        }
+        run
+    }
+
+    /// `step` from `h0` by the kernel variant `isa`, `steps` times.
+    fn run_steps(
+        m: &Matrix<f64>,
+        w: &ConvTemplates<f64>,
+        h0: &SparseActivations,
+        isa: Isa,
+        step: &Step,
+        steps: usize,
+    ) -> (SparseActivations, Vec<f64>) {
+        let mut kernel = SparseCnmf::new(&w.map(|x| x as f32));
+        kernel.set_isa(isa);
+        let packed = kernel.pack(&m.map(|x| x as f32));
+        let mut h = h0.clone();
+        let losses = (0..steps).map(|_| kernel.step(&packed, &mut h, step).loss_before.unwrap_or(0.0)).collect();
+        (h, losses)
+    }
+
+    /// The AVX-512 variant against the scalar loops, on chunk widths of 8,
+    /// 16, 24 and 32 bins, note groups of 4 with and without a remainder,
+    /// over several steps with dormant activations and pruning, and its
+    /// result the same bits whatever the thread count.
+    #[test]
+    fn avx512_variant_agrees_with_the_scalar_loops_and_ignores_the_thread_count() {
+        if !isa_runs(Isa::Avx512) {
+            eprintln!("skipped: this build or CPU has no AVX-512F");
+            return;
+        }
+        // Last chunk widths: 24 (F = 88), 8 (F = 33, 600), 32 (F = 57), 16 (F = 15).
+        for &(f, tau, k, n) in &[(88, 10, 9, 41), (33, 4, 13, 20), (57, 1, 8, 33), (15, 3, 6, 7), (600, 10, 11, 30)] {
+            let (m, w, h0) = random_problem(f, tau, k, n, (31 * f + n) as u64);
+            let h0 = SparseActivations::from_dense(&h0.map(|x| x as f32));
+            let step = Step { exponent: 2, model_threshold: 1e-7, numer_threshold: 1e-3, prune: 1e-6, want_loss: true };
+            let (scalar, scalar_losses) = run_steps(&m, &w, &h0, Isa::Portable, &step, 8);
+            let (fast, fast_losses) = run_steps(&m, &w, &h0, Isa::Avx512, &step, 8);
+            let (a, b) = (fast.to_dense(), scalar.to_dense());
+            let scale = b.data.iter().copied().fold(0.0, f32::max) as f64;
+            let worst = a.data.iter().zip(&b.data).map(|(&x, &y)| (x as f64 - y as f64).abs()).fold(0.0, f64::max);
+            assert!(worst < 1e-4 * scale, "{f} {tau} {k} {n}: {worst} vs max {scale}");
+            for (x, y) in fast_losses.iter().zip(&scalar_losses) {
+                assert!((x - y).abs() <= 1e-5 * y, "{f} {tau} {k} {n}: loss {x} vs {y}");
+            }
+            for threads in [1, 2] {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                let (again, _) = pool.install(|| run_steps(&m, &w, &h0, Isa::Avx512, &step, 8));
+                let bits = |h: &SparseActivations| h.values.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert!(again.notes == fast.notes && bits(&again) == bits(&fast), "{f}: {threads} threads differ");
+            }
+        }
+    }
+
     #[test]
     fn sparse_update_matches_the_reference_loops_on_awkward_sizes() {
         for &(f, tau, k, n) in &[
+            (88, 10, 9, 41),
             (7, 3, 2, 1),
             (17, 1, 5, 63),
             (33, 4, 3, 64),
@@ -812,14 +1183,14 @@ mod tests {
             let mut h_ref = h0.clone();
             let loss_ref = reference::loss(&m, &w, &h_ref, Beta::KL);
             reference::update_activations(&m, &w, &mut h_ref, Beta::KL);
-            for simd in [false, true] {
+            for isa in isas_to_test() {
                 let mut kernel = SparseCnmf::new(&w.map(|x| x as f32));
-                kernel.simd &= simd;
+                kernel.set_isa(isa);
                 let packed = kernel.pack(&m.map(|x| x as f32));
                 let mut h = SparseActivations::from_dense(&h0.map(|x| x as f32));
                 let stats = kernel.update(&packed, &mut h, 0.0, true);
                 let h_fast: Vec<f64> = h.to_dense().data.iter().map(|&x| x as f64).collect();
-                assert!(max_rel_diff(&h_fast, &h_ref.data) < 1e-4, "{f} {tau} {k} {n} simd={simd}");
+                assert!(max_rel_diff(&h_fast, &h_ref.data) < 1e-4, "{f} {tau} {k} {n} {isa:?}");
                 let loss = stats.loss_before.unwrap();
                 assert!((loss - loss_ref).abs() <= 1e-5 * loss_ref, "{loss} vs {loss_ref}");
             }
