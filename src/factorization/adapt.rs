@@ -275,19 +275,8 @@ impl Adaptation {
         &self,
         m: &Matrix<f64>,
         w0: &ConvTemplates<f64>,
-        h: Matrix<f64>,
+        mut h: Matrix<f64>,
     ) -> (ConvTemplates<f64>, Matrix<f64>, AdaptInfo) {
-        self.run_dense(m, w0, h)
-    }
-
-    /// The rounds with the dense kernels (f64: the exact path; f32: the fast
-    /// path without pruning), from the first pass's `h`.
-    fn run_dense<T: Real>(
-        &self,
-        m: &Matrix<T>,
-        w0: &ConvTemplates<T>,
-        mut h: Matrix<T>,
-    ) -> (ConvTemplates<T>, Matrix<T>, AdaptInfo) {
         let started = std::time::Instant::now();
         let mut info = AdaptInfo::default();
         let (f_len, n, k, tau) = (w0.n_bins as f64, m.cols as f64, w0.n_templates as f64, w0.tau as f64);
