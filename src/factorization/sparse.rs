@@ -201,7 +201,9 @@ pub struct SparseCnmf {
     slice_sums: Vec<f32>,
     /// `Σ_i Σ_f W[f, i, q]` for frames at least τ − 1 from the end.
     denominators: Vec<f32>,
-    /// The kernel variant that runs ([`Isa::Portable`]: the scalar loops).
+    /// The kernel variant that runs: the best this CPU has ([`Isa::detect`]:
+    /// AVX-512F, module `avx512`; else AVX2 with FMA, module `avx`), or
+    /// [`Isa::Portable`], the scalar loops.
     isa: Isa,
 }
 
@@ -243,7 +245,7 @@ impl SparseCnmf {
             .collect();
         let denominators =
             (0..k).map(|q| slice_sums[q * tau..(q + 1) * tau].iter().fold(0.0f32, |a, &b| a + b)).collect();
-        SparseCnmf { n_bins: f_len, tau, n_templates: k, packed, slice_sums, denominators, isa: kernel_isa() }
+        SparseCnmf { n_bins: f_len, tau, n_templates: k, packed, slice_sums, denominators, isa: Isa::detect() }
     }
 
     /// The kernel variant that runs.
@@ -254,7 +256,7 @@ impl SparseCnmf {
     /// Runs the variant `isa` if this build and CPU have it, else the
     /// scalar loops (for tests and benchmarks; the default is the best one).
     pub fn set_isa(&mut self, isa: Isa) {
-        self.isa = if isa_runs(isa) { isa } else { Isa::Portable };
+        self.isa = if isa.supported() { isa } else { Isa::Portable };
     }
 
     /// Lays out `m` (F × N) chunk by chunk.
@@ -386,26 +388,6 @@ fn chunk_span(f_len: usize, c: usize) -> (usize, usize, usize) {
     let lo = c * CHUNK;
     let real = CHUNK.min(f_len - lo);
     (lo, real, real.div_ceil(8) * 8)
-}
-
-/// The best variant of the fused kernel this CPU runs: AVX-512F (16 lanes,
-/// module `avx512`) when built and supported, else AVX2 with FMA (module
-/// `avx`), else the scalar loops.
-fn kernel_isa() -> Isa {
-    match Isa::detect() {
-        isa if isa_runs(isa) => isa,
-        _ => Isa::Portable,
-    }
-}
-
-/// Whether this build and CPU run the variant `isa` of the fused kernel
-/// (the AVX2 one needs FMA too).
-fn isa_runs(isa: Isa) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx2 && !is_x86_feature_detected!("fma") {
-        return false;
-    }
-    isa.supported()
 }
 
 /// No entry (a note active in only one frame of a pair).
@@ -1109,7 +1091,7 @@ mod tests {
     /// lacks (the skipped ones printed).
     fn isas_to_test() -> Vec<Isa> {
         let (run, skipped): (Vec<Isa>, Vec<Isa>) =
-            [Isa::Portable, Isa::Avx2, Isa::Avx512].into_iter().partition(|&isa| isa_runs(isa));
+            [Isa::Portable, Isa::Avx2, Isa::Avx512].into_iter().partition(|&isa| isa.supported());
         if !skipped.is_empty() {
             eprintln!("sparse kernel variants skipped (not in this build or CPU): {skipped:?}");
         }
@@ -1139,7 +1121,7 @@ mod tests {
     /// result the same bits whatever the thread count.
     #[test]
     fn avx512_variant_agrees_with_the_scalar_loops_and_ignores_the_thread_count() {
-        if !isa_runs(Isa::Avx512) {
+        if !Isa::Avx512.supported() {
             eprintln!("skipped: this build or CPU has no AVX-512F");
             return;
         }
