@@ -430,13 +430,15 @@ pub struct OnsetDetector {
 /// their own δ, calibrated on their isolated notes ([`crate::calibration`]).
 pub const DEFAULT_THRESHOLD: f64 = 0.11;
 
-/// The highest frequency [`Method::Cnmf`] fits by default, in Hz: the
-/// spectrogram's (and the templates') bins below it, 1536 of the 4097 bins
-/// at 44.1 kHz with `n_fft` 8192 (3/16 of the sample rate). Measured on the
-/// 36 dev songs (BENCHMARKS.md, "Frequency range"): onset F within 0.3 points
-/// of all bins on the three dev pianos (global, songwise and the calibrated
-/// rule; onset + offset F too), for 2.7 times fewer multiply-adds per
-/// iteration; 1024 bins (5.5 kHz) lose up to 0.8 points. Dictionaries whose
+/// The highest frequency [`Method::Cnmf`] and [`Method::Nmf`] fit by
+/// default, in Hz: the spectrogram's (and the templates') bins below it,
+/// 1536 of the 4097 bins at 44.1 kHz with `n_fft` 8192 (3/16 of the sample
+/// rate). Measured on the 36 dev songs (BENCHMARKS.md, "Frequency range"):
+/// CNMF's onset F within 0.3 points of all bins on the three dev pianos
+/// (global, songwise and the calibrated rule; onset + offset F too), for 2.7
+/// times fewer multiply-adds per iteration; 1024 bins (5.5 kHz) lose up to
+/// 0.8 points. NMF's within 0.1 point (global, songwise, its default δ), in
+/// half the time. Dictionaries whose
 /// Nyquist frequency is lower fit all their bins;
 /// [`Transcriber::set_max_frequency`] with `None` fits all of them.
 pub const DEFAULT_MAX_FREQUENCY: f64 = 8268.75;
@@ -630,8 +632,8 @@ pub struct Transcriber {
     attack_decay: Option<AttackDecayParams>,
     stft: Stft,
     /// How H is estimated by CNMF and NMF (default: the paper's 50 + 100
-    /// iterations, f32; CNMF on the bins below [`DEFAULT_MAX_FREQUENCY`],
-    /// NMF on all bins: see [`set_max_frequency`](Self::set_max_frequency)).
+    /// iterations, f32; CNMF and NMF on the bins below
+    /// [`DEFAULT_MAX_FREQUENCY`]: see [`set_max_frequency`](Self::set_max_frequency)).
     pub regression: ConvolutiveRegression,
     /// How the attack/decay onsets are estimated (default: the authors' 50
     /// iterations with annealed sparsity, f32).
@@ -708,7 +710,7 @@ impl Transcriber {
             merge: IntensityMerge::default(),
             selection: DEFAULT_INTENSITY_SELECTION,
         };
-        if method == Method::Cnmf && DEFAULT_MAX_FREQUENCY < transcriber.dictionary.params.stft.nyquist() {
+        if method != Method::AttackDecay && DEFAULT_MAX_FREQUENCY < transcriber.dictionary.params.stft.nyquist() {
             transcriber.set_max_frequency(Some(DEFAULT_MAX_FREQUENCY))?;
         }
         Ok(transcriber)
@@ -1088,9 +1090,11 @@ mod tests {
     #[test]
     fn a_highest_frequency_sets_the_regressions_bins() {
         let mut t = Transcriber::new(TemplateDictionary::builtin().unwrap()).unwrap();
-        // CNMF's default: the bins below 8268.75 Hz; NMF's: all of them.
+        // CNMF's and NMF's default: the bins below 8268.75 Hz.
         assert_eq!(t.regression.max_bins, Some(1536));
-        let nmf = Transcriber::for_method(Method::Nmf, Model::Templates(t.dictionary().clone())).unwrap();
+        let mut nmf = Transcriber::for_method(Method::Nmf, Model::Templates(t.dictionary().clone())).unwrap();
+        assert_eq!((nmf.regression.max_bins, nmf.max_frequency()), (Some(1536), 1535.0 * 44100.0 / 8192.0));
+        nmf.set_max_frequency(None).unwrap();
         assert_eq!((nmf.regression.max_bins, nmf.max_frequency()), (None, 22050.0));
         t.set_max_frequency(Some(11025.0)).unwrap();
         assert_eq!(t.regression.max_bins, Some(2048));

@@ -19,9 +19,9 @@ pub(super) struct BenchArgs {
     #[arg(long)]
     no_exact: bool,
     /// Fit only the spectrogram's bins below this frequency (Hz; up to the Nyquist frequency,
-    /// 22050 at 44.1 kHz, which fits all bins). Default for cnmf: 8268.75 (1536 of the 4097 bins
+    /// 22050 at 44.1 kHz, which fits all bins). Default for cnmf and nmf: 8268.75 (1536 of the 4097 bins
     /// at 44.1 kHz; within 0.3 F-points of all bins on the dev songs, 2.7x less work per
-    /// iteration); nmf: all bins. The templates file is not changed. Both paths fit the same bins.
+    /// iteration). The templates file is not changed. Both paths fit the same bins.
     #[arg(long, value_name = "HZ")]
     max_frequency: Option<f64>,
     /// Fit every frequency bin, up to the Nyquist frequency (the paper's setting; slower).

@@ -123,8 +123,8 @@ pub struct ExperimentConfig {
     pub precision: Precision,
     /// Fit only the bins below this frequency in Hz (CNMF and NMF, both
     /// paths; [`Transcriber::set_max_frequency`]); `None`: the transcriber's
-    /// default ([`crate::transcription::DEFAULT_MAX_FREQUENCY`] for CNMF, all
-    /// bins for NMF). The templates are learned and calibrated as without it.
+    /// default ([`crate::transcription::DEFAULT_MAX_FREQUENCY`] for CNMF and
+    /// NMF). The templates are learned and calibrated as without it.
     pub max_frequency: Option<f64>,
     /// Fit every bin (CNMF and NMF), whatever the default; overrides
     /// [`max_frequency`](Self::max_frequency).
