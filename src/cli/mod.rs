@@ -374,6 +374,10 @@ struct AdaptArgs {
     /// the fast path; slower).
     #[arg(long, requires = "adapt")]
     adapt_dense_first_pass: bool,
+    /// Cycles of adaptation rounds (each followed by the refit with --adapt-refit), each from the
+    /// previous cycle's templates and activations.
+    #[arg(long, requires = "adapt", value_name = "N", default_value_t = 1)]
+    adapt_cycles: usize,
 }
 
 impl AdaptArgs {
@@ -387,6 +391,7 @@ impl AdaptArgs {
             strength: self.adapt_strength,
             refit: self.adapt_refit,
             dense_first_pass: self.adapt_dense_first_pass,
+            cycles: self.adapt_cycles,
         };
         a.validate()?;
         Ok(Some(a))

@@ -121,6 +121,10 @@ pub struct Adaptation {
     /// The rounds and the refit run on the sparse activations left once the
     /// first pass has converged. Default false.
     pub dense_first_pass: bool,
+    /// Cycles of rounds (and of the refit, when on): each cycle's rounds
+    /// start from the previous cycle's templates and activations (after
+    /// its refit), always pulled towards the learned templates. Default 1.
+    pub cycles: usize,
 }
 
 /// The default [`Adaptation::rounds`]: chosen on the first 4 dev songs of
@@ -139,7 +143,13 @@ pub const DEFAULT_STRENGTH: f64 = 1.0;
 
 impl Default for Adaptation {
     fn default() -> Self {
-        Adaptation { rounds: DEFAULT_ROUNDS, strength: DEFAULT_STRENGTH, refit: false, dense_first_pass: false }
+        Adaptation {
+            rounds: DEFAULT_ROUNDS,
+            strength: DEFAULT_STRENGTH,
+            refit: false,
+            dense_first_pass: false,
+            cycles: 1,
+        }
     }
 }
 
@@ -212,40 +222,54 @@ impl Adaptation {
         let (h, mut info) = first_pass.fit_at(spectrogram, templates, first_frame)?;
         let mut m = spectrogram.clone();
         floor_silent_frames(&mut m, regression.silence_floor);
-        let (w, h, adapt) = match regression.precision {
-            Precision::Exact => {
-                let (w, h, adapt) = self.run_exact(&m, &templates.map(|x| x as f64), h);
-                (w.map(|x| x as f32), h, adapt)
-            }
-            Precision::Fast => {
-                let prune = regression.fast.sparse.as_ref().map_or(0.0, |s| s.prune) as f32;
-                let (w, h, adapt) = self.run_fast(&m.map(|x| x as f32), templates, h.map(|x| x as f32), prune);
-                (w, h.map(|x| x as f64), adapt)
-            }
+        let (m_exact, m_fast) = match regression.precision {
+            Precision::Exact => (Some(m), None),
+            Precision::Fast => (None, Some(m.map(|x| x as f32))),
         };
-        if h.data.iter().any(|x| !x.is_finite()) || w.data.iter().any(|x| !x.is_finite()) {
-            return Err(Error::internal("the adapted activations became non-finite"));
+        let w0_exact = templates.map(|x| x as f64);
+        let prune = regression.fast.sparse.as_ref().map_or(0.0, |s| s.prune) as f32;
+        let (mut w, mut h) = (templates.clone(), h);
+        for _ in 0..self.cycles.max(1) {
+            let adapt = match (&m_exact, &m_fast) {
+                (Some(m), _) => {
+                    let (wa, ha, adapt) = self.run_exact(m, &w0_exact, &w.map(|x| x as f64), h);
+                    (w, h) = (wa.map(|x| x as f32), ha);
+                    adapt
+                }
+                (None, Some(m)) => {
+                    let (wa, ha, adapt) = self.run_fast(m, templates, &w, h.map(|x| x as f32), prune);
+                    (w, h) = (wa, ha.map(|x| x as f64));
+                    adapt
+                }
+                (None, None) => unreachable!("one of the two spectrograms is set"),
+            };
+            if h.data.iter().any(|x| !x.is_finite()) || w.data.iter().any(|x| !x.is_finite()) {
+                return Err(Error::internal("the adapted activations became non-finite"));
+            }
+            info.iteration_seconds += adapt.seconds;
+            info.flops += adapt.flops;
+            if self.refit {
+                let (refit, again) = regression.fit_at(spectrogram, &w, first_frame)?;
+                h = refit;
+                info.init_seconds += again.init_seconds;
+                info.iteration_seconds += again.iteration_seconds;
+                info.flops += again.flops;
+            }
         }
-        info.iteration_seconds += adapt.seconds;
-        info.flops += adapt.flops;
-        if !self.refit {
-            return Ok((w, h, info));
-        }
-        let (h, again) = regression.fit_at(spectrogram, &w, first_frame)?;
-        info.init_seconds += again.init_seconds;
-        info.iteration_seconds += again.iteration_seconds;
-        info.flops += again.flops;
         Ok((w, h, info))
     }
 
-    /// The rounds in f32 on sparse activations, from the first pass's `h`;
-    /// activations below `prune` × their local level are dropped after each
-    /// activation update, as in the fast regression. Returns the adapted
-    /// templates (at their learned norms) and activations.
+    /// The rounds in f32 on sparse activations, from the templates `start`
+    /// (`w0` in the first cycle, the previous cycle's otherwise) and the
+    /// activations `h`, pulled towards the learned `w0`; activations below
+    /// `prune` × their local level are dropped after each activation update,
+    /// as in the fast regression. Returns the adapted templates (at their
+    /// learned norms) and activations.
     pub fn run_fast(
         &self,
         m: &Matrix<f32>,
         w0: &ConvTemplates<f32>,
+        start: &ConvTemplates<f32>,
         h: Matrix<f32>,
         prune: f32,
     ) -> (ConvTemplates<f32>, Matrix<f32>, AdaptInfo) {
@@ -257,7 +281,7 @@ impl Adaptation {
         let step = Step { prune, ..Step::default() };
         let lambda = self.lambda(&sh.values, w0.n_templates);
         info.lambda = lambda;
-        let mut w = w0.clone();
+        let mut w = start.clone();
         for _ in 0..self.rounds {
             info.flops += 4.0 * f_len * tau * sh.nnz() as f64;
             let (wnum, den) = sparse_numerators(m, &w, &sh);
@@ -270,11 +294,13 @@ impl Adaptation {
         (w, h, info)
     }
 
-    /// The rounds in f64 with the dense kernels, from the first pass's `h`.
+    /// The rounds in f64 with the dense kernels, from the templates `start`
+    /// and the activations `h` ([`run_fast`](Self::run_fast)'s roles).
     pub fn run_exact(
         &self,
         m: &Matrix<f64>,
         w0: &ConvTemplates<f64>,
+        start: &ConvTemplates<f64>,
         mut h: Matrix<f64>,
     ) -> (ConvTemplates<f64>, Matrix<f64>, AdaptInfo) {
         let started = std::time::Instant::now();
@@ -283,7 +309,7 @@ impl Adaptation {
         let round_flops = 4.0 * 2.0 * f_len * n * k * tau;
         let lambda = self.lambda(&h.data, w0.n_templates);
         info.lambda = lambda;
-        let mut w = w0.clone();
+        let mut w = start.clone();
         for _ in 0..self.rounds {
             let (wnum, den) = dense_numerators(m, &w, &h);
             w = penalised_update(&w, w0, &wnum, &den, lambda);
@@ -575,7 +601,7 @@ mod tests {
         let (m, w0, other, _) = problem();
         let h0 = first_pass(&m, &w0);
         let adaptation = Adaptation { rounds: 30, strength: 0.1, ..Adaptation::default() };
-        let (w, h, info) = adaptation.run_exact(&m, &w0, h0.clone());
+        let (w, h, info) = adaptation.run_exact(&m, &w0, &w0, h0.clone());
         assert!(info.lambda > 0.0);
         let before = reference::loss(&m, &w0, &h0, Beta::KL);
         let after = reference::loss(&m, &w, &h, Beta::KL);
@@ -614,7 +640,7 @@ mod tests {
         let (m, w0, _, _) = problem();
         let h0 = first_pass(&m, &w0);
         let adaptation = Adaptation { rounds: 4, strength: 0.3, ..Adaptation::default() };
-        let (w, h, info) = adaptation.run_exact(&m, &w0, h0.clone());
+        let (w, h, info) = adaptation.run_exact(&m, &w0, &w0, h0.clone());
         let (wr, hr) = reference_rounds(&m, &w0, &h0, 4, info.lambda);
         let worst =
             |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| (x - y).abs() / y.abs().max(1e-9)).fold(0.0, f64::max);
@@ -628,7 +654,13 @@ mod tests {
         let (m, w0, _, _) = problem();
         let h0 = first_pass(&m, &w0);
         let adaptation = Adaptation { rounds: 4, strength: 0.3, ..Adaptation::default() };
-        let (w, h, info) = adaptation.run_fast(&m.map(|x| x as f32), &w0.map(|x| x as f32), h0.map(|x| x as f32), 0.0);
+        let (w, h, info) = adaptation.run_fast(
+            &m.map(|x| x as f32),
+            &w0.map(|x| x as f32),
+            &w0.map(|x| x as f32),
+            h0.map(|x| x as f32),
+            0.0,
+        );
         let (wr, hr) = reference_rounds(&m, &w0, &h0, 4, info.lambda);
         let scale_w = wr.data.iter().copied().fold(0.0, f64::max);
         let scale_h = hr.data.iter().copied().fold(0.0, f64::max);
@@ -642,13 +674,14 @@ mod tests {
     fn zero_rounds_give_the_first_pass_and_the_level_does_not_matter() {
         let (m, w0, _, _) = problem();
         let h0 = first_pass(&m, &w0);
-        let (w, h, _) = Adaptation { rounds: 0, strength: 1.0, ..Adaptation::default() }.run_exact(&m, &w0, h0.clone());
+        let (w, h, _) =
+            Adaptation { rounds: 0, strength: 1.0, ..Adaptation::default() }.run_exact(&m, &w0, &w0, h0.clone());
         assert_eq!((w, h), (w0.clone(), h0.clone()));
         // Ten times louder: the same templates, ten times the activations.
         let adaptation = Adaptation { rounds: 5, strength: 0.5, ..Adaptation::default() };
-        let (w1, h1, _) = adaptation.run_exact(&m, &w0, h0.clone());
+        let (w1, h1, _) = adaptation.run_exact(&m, &w0, &w0, h0.clone());
         let loud = m.map(|x| 10.0 * x);
-        let (w10, h10, _) = adaptation.run_exact(&loud, &w0, h0.map(|x| 10.0 * x));
+        let (w10, h10, _) = adaptation.run_exact(&loud, &w0, &w0, h0.map(|x| 10.0 * x));
         for (a, b) in w1.data.iter().zip(&w10.data) {
             assert!((a - b).abs() <= 1e-9 * a.abs().max(1e-12), "{a} {b}");
         }
@@ -708,6 +741,36 @@ mod tests {
             first_only.fit_at(&exact, &m, &w, 0).unwrap().0.data,
             sparse_first.fit_at(&exact, &m, &w, 0).unwrap().0.data
         );
+    }
+
+    /// A second cycle is the rounds again from the first cycle's templates
+    /// and refitted activations (pulled towards the learned templates), then
+    /// the refit on the templates they end with; on both paths.
+    #[test]
+    fn a_second_cycle_starts_from_the_first() {
+        let (m, w0, _, _) = problem();
+        let w = w0.map(|x| x as f32);
+        for precision in [Precision::Exact, Precision::Fast] {
+            let regression = ConvolutiveRegression { precision, ..Default::default() };
+            let one = Adaptation { rounds: 6, strength: 0.3, refit: true, ..Adaptation::default() };
+            let two = Adaptation { cycles: 2, ..one };
+            let (w1, h1, _) = one.adapted_at(&regression, &m, &w, 0).unwrap();
+            let (w2, h2, _) = two.adapted_at(&regression, &m, &w, 0).unwrap();
+            let mut floored = m.clone();
+            floor_silent_frames(&mut floored, regression.silence_floor);
+            let again = match precision {
+                Precision::Exact => {
+                    one.run_exact(&floored, &w.map(|x| x as f64), &w1.map(|x| x as f64), h1).0.map(|x| x as f32)
+                }
+                Precision::Fast => {
+                    let prune = regression.fast.sparse.as_ref().map_or(0.0, |s| s.prune) as f32;
+                    one.run_fast(&floored.map(|x| x as f32), &w, &w1, h1.map(|x| x as f32), prune).0
+                }
+            };
+            assert_eq!(w2.data, again.data, "{precision:?}");
+            assert_ne!(w2.data, w1.data, "{precision:?}");
+            assert_eq!(h2.data, regression.fit(&m, &again).unwrap().0.data, "{precision:?}");
+        }
     }
 
     /// With a frequency cut the templates adapt on the bins below it: the
