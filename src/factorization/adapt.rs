@@ -123,7 +123,8 @@ pub struct Adaptation {
     pub dense_first_pass: bool,
     /// Cycles of rounds (and of the refit, when on): each cycle's rounds
     /// start from the previous cycle's templates and activations (after
-    /// its refit), always pulled towards the learned templates. Default 1.
+    /// its refit), always pulled towards the learned templates. Default 1
+    /// (0 counts as 1).
     pub cycles: usize,
 }
 
@@ -140,6 +141,14 @@ pub const DEFAULT_ROUNDS: usize = 30;
 /// lets templates take on other notes' partials, a stronger one keeps the
 /// wrong piano's.
 pub const DEFAULT_STRENGTH: f64 = 1.0;
+
+/// What [`Adaptation::adapted_at`]'s rounds read, in the precision they run
+/// in: the floored spectrogram, and on the exact path the learned templates
+/// in f64 (the fast path reads them as given).
+enum RoundsInput {
+    Exact { m: Matrix<f64>, w0: ConvTemplates<f64> },
+    Fast { m: Matrix<f32>, prune: f32 },
+}
 
 impl Default for Adaptation {
     fn default() -> Self {
@@ -222,26 +231,28 @@ impl Adaptation {
         let (h, mut info) = first_pass.fit_at(spectrogram, templates, first_frame)?;
         let mut m = spectrogram.clone();
         floor_silent_frames(&mut m, regression.silence_floor);
-        let (m_exact, m_fast) = match regression.precision {
-            Precision::Exact => (Some(m), None),
-            Precision::Fast => (None, Some(m.map(|x| x as f32))),
+        // What the rounds of every cycle read, in their precision: the floored
+        // spectrogram and, on the exact path, the learned templates in f64.
+        let input = match regression.precision {
+            Precision::Exact => RoundsInput::Exact { m, w0: templates.map(|x| x as f64) },
+            Precision::Fast => RoundsInput::Fast {
+                m: m.map(|x| x as f32),
+                prune: regression.fast.sparse.as_ref().map_or(0.0, |s| s.prune) as f32,
+            },
         };
-        let w0_exact = templates.map(|x| x as f64);
-        let prune = regression.fast.sparse.as_ref().map_or(0.0, |s| s.prune) as f32;
         let (mut w, mut h) = (templates.clone(), h);
         for _ in 0..self.cycles.max(1) {
-            let adapt = match (&m_exact, &m_fast) {
-                (Some(m), _) => {
-                    let (wa, ha, adapt) = self.run_exact(m, &w0_exact, &w.map(|x| x as f64), h);
+            let adapt = match &input {
+                RoundsInput::Exact { m, w0 } => {
+                    let (wa, ha, adapt) = self.run_exact(m, w0, &w.map(|x| x as f64), h);
                     (w, h) = (wa.map(|x| x as f32), ha);
                     adapt
                 }
-                (None, Some(m)) => {
-                    let (wa, ha, adapt) = self.run_fast(m, templates, &w, h.map(|x| x as f32), prune);
+                RoundsInput::Fast { m, prune } => {
+                    let (wa, ha, adapt) = self.run_fast(m, templates, &w, h.map(|x| x as f32), *prune);
                     (w, h) = (wa, ha.map(|x| x as f64));
                     adapt
                 }
-                (None, None) => unreachable!("one of the two spectrograms is set"),
             };
             if h.data.iter().any(|x| !x.is_finite()) || w.data.iter().any(|x| !x.is_finite()) {
                 return Err(Error::internal("the adapted activations became non-finite"));
