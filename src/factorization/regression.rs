@@ -129,26 +129,31 @@ pub struct SparseSettings {
     /// Every this many updates one is a full update of every activation,
     /// which refreshes the ratios. Default 10.
     pub refresh_every: usize,
-    /// [`prune`](Self::prune) during the sparse initialisation iterations
-    /// (first template slices only). Default 1e-6: the initialisation's
-    /// single-slice model explains the music differently from the
-    /// convolutive one, and some activations it nearly zeroes grow again in
-    /// the convolutive iterations (at 1e-5 here, twice as many notes differ
-    /// from the reference path than at 1e-6, at all bins). Its iterations
-    /// cost a tenth of a convolutive one. At the default frequency cut lower
-    /// thresholds keep moving notes closer (36 dev songs, notes on one path
-    /// only: 319 at 1e-6, 191 at 1e-8, for 13-15 % more work), and even tiny
-    /// ones move notes once nothing else does: with no other pruning, 1e-9
-    /// here leaves 19 notes of 2 791 on one path only (FluidR3), 0 leaves 8
-    /// (BENCHMARKS.md, "Fidelity to the reference path").
+    /// [`prune`](Self::prune) during the initialisation iterations (first
+    /// template slices only). Default 0: not pruned, and then the whole
+    /// initialisation runs on faer's dense products, faster than the sparse
+    /// ones on an unpruned H. The initialisation's single-slice model
+    /// explains the music differently from the convolutive one: with another
+    /// piano's templates it shrinks notes whose first slice fits badly to
+    /// the noise level, and the convolutive iterations bring them back from
+    /// there (even from below 1e-9 of their local level). Pruned, they are
+    /// lost for good: at the former default 1e-6, FluidR3's templates on the
+    /// first 4 Salamander songs scored 63.2 % onset F at the default rule
+    /// against the reference path's 71.6 % (70.3 % at 1e-9, 71.35 % unpruned
+    /// with [`prune_after`](Self::prune_after) 40; BENCHMARKS.md, "The
+    /// fast path across pianos"). The test
+    /// `the_initialisation_keeps_what_the_convolutive_iterations_bring_back`
+    /// builds such a template.
     pub init_prune: f64,
-    /// Convolutive iterations before the first pruning. Default 20: later
-    /// pruning keeps the notes closer to the reference path's (on the 36 dev
-    /// songs at the default frequency cut: 319 instead of 491 notes on one
-    /// path only, and TimGM6mb's global onset F 0.05 instead of 0.32 points
-    /// from the reference path's; BENCHMARKS.md, "Frequency range"). It
-    /// costs about 25 % more time at full band and no measurable time at the
-    /// default cut (1.19-1.35 s against 1.23-1.44 s per 30 s).
+    /// Convolutive iterations (counting an extrapolated update as two)
+    /// before the first pruning. Default 40: with an unpruned
+    /// initialisation, activations that it left tiny need about 20
+    /// iterations to grow back; pruning from iteration 20 lost up to 1.3
+    /// points of onset F across pianos (FluidR3 → Salamander, first 4 songs:
+    /// 70.3 % against 71.35 % from iteration 40 and the reference path's
+    /// 71.6 %). Earlier, with the initialisation pruned, pruning from
+    /// iteration 20 instead of the first kept the matched notes closer to
+    /// the reference path's (BENCHMARKS.md, "Frequency range").
     pub prune_after: usize,
 }
 
@@ -174,8 +179,8 @@ impl Default for SparseSettings {
             dormant: 1e-3,
             model_threshold: 1e-6,
             refresh_every: 10,
-            init_prune: 1e-6,
-            prune_after: 20,
+            init_prune: 0.0,
+            prune_after: 40,
         }
     }
 }
@@ -331,9 +336,13 @@ impl ConvolutiveRegression {
         let sparse = fast.sparse.as_ref().filter(|_| self.beta.is_kl());
         let nmf = CnmfKernel::new(templates.first_slices());
         // Dense initialisation iterations: all of them without sparse
-        // settings, else the first `init_plain` (H is dense at first).
-        let dense_init =
-            if sparse.is_some() { fast.init_plain.min(self.init_iterations) } else { self.init_iterations };
+        // settings or when the initialisation is not pruned (then H stays
+        // dense, and faer's products are faster than the sparse ones on a
+        // dense H), else the first `init_plain` (H is dense at first).
+        let dense_init = match sparse {
+            Some(s) if s.init_prune > 0.0 => fast.init_plain.min(self.init_iterations),
+            _ => self.init_iterations,
+        };
         let mut it = 0;
         while it < dense_init {
             let double = fast.extrapolate && it >= fast.init_plain && it + 2 <= dense_init;
@@ -355,8 +364,8 @@ impl ConvolutiveRegression {
         // The rest of the initialisation on the nonzero activations.
         let first = SparseCnmf::new(&templates.first_slices());
         let packed = first.pack(m);
-        let mut sh = SparseActivations::from_dense(&h);
         let init_prune = settings.init_prune as f32;
+        let mut sh = SparseActivations::from_dense(&h);
         sh.prune_local(init_prune, templates.tau);
         while it < self.init_iterations {
             let double = fast.extrapolate && it + 2 <= self.init_iterations;
@@ -603,6 +612,59 @@ mod tests {
         let pruned = fit(Some(SparseSettings::default()));
         let pruned_worst = pruned.data.iter().zip(&dense.data).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
         assert!(worst < pruned_worst, "pruning changes nothing here: {worst} vs {pruned_worst}");
+    }
+
+    /// A template whose first slice fits the music badly (another piano's):
+    /// the initialisation, which fits the first slices alone, shrinks its
+    /// activations to the noise level, and the convolutive iterations bring
+    /// them back. Pruning the initialisation drops them for good; the
+    /// default does not prune it, and agrees with the exact path.
+    #[test]
+    fn the_initialisation_keeps_what_the_convolutive_iterations_bring_back() {
+        let (f, tau, k, n) = (8, 4, 2, 120);
+        // Template 0: its first slice in bin 0, where the music is silent;
+        // its later slices in bins 4 and 5. Template 1: bins 2 and 3.
+        let mut w = vec![0.0f32; f * tau * k];
+        w[0] = 1.0;
+        for i in 1..tau {
+            w[i * f + 4] = 1.0;
+            w[i * f + 5] = 1.0;
+        }
+        for i in 0..tau {
+            w[(tau + i) * f + 2] = 1.0;
+            w[(tau + i) * f + 3] = 1.0;
+        }
+        let w = ConvTemplates::new(f, tau, k, w).unwrap();
+        // The music: bins 4 and 5 sound for τ frames from every 20th frame,
+        // bins 2 and 3 all the time; 1e-9 elsewhere.
+        let mut m = Matrix { rows: f, cols: n, data: vec![1e-9; f * n] };
+        for t in 0..n {
+            for bin in [2, 3] {
+                m.set(bin, t, 1.0);
+            }
+            if t % 20 < tau {
+                for bin in [4, 5] {
+                    m.set(bin, t, 2.0);
+                }
+            }
+        }
+        let total_of_template_0 = |h: &Matrix<f64>| (0..n).map(|t| h.get(0, t)).sum::<f64>();
+        let exact = ConvolutiveRegression { precision: Precision::Exact, ..Default::default() };
+        let (hx, _) = exact.fit(&m, &w).unwrap();
+        let expected = total_of_template_0(&hx);
+        assert!(expected > 10.0, "the exact path does not bring template 0 back: {expected}");
+        let fast = ConvolutiveRegression::default();
+        let got = total_of_template_0(&fast.fit(&m, &w).unwrap().0);
+        assert!((got - expected).abs() <= 0.02 * expected, "default: {got} against {expected}");
+        let pruned_init = ConvolutiveRegression {
+            fast: FastSettings {
+                sparse: Some(SparseSettings { init_prune: 1e-6, ..Default::default() }),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let lost = total_of_template_0(&pruned_init.fit(&m, &w).unwrap().0);
+        assert!(lost < 1e-3 * expected, "a pruned initialisation keeps template 0: {lost} against {expected}");
     }
 
     /// Work is cut in fixed blocks, so one thread or two give the same bits.
