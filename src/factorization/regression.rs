@@ -162,10 +162,11 @@ impl SparseSettings {
     /// (activations leave only below the activation floor), none dormant,
     /// all in the model. The same updates as the dense f32 products: with
     /// the extrapolation, on the 36 dev songs, 10 note lists identical to the
-    /// reference path's and 30 with the same pitches and onsets, for 4.5x the
-    /// default's work; without it ([`FastSettings::extrapolate`] false) all
-    /// 12 FluidR3 songs identical, for 8.7x (BENCHMARKS.md, "Fidelity to the
-    /// reference path").
+    /// reference path's and 30 with the same pitches and onsets, for 4.5x
+    /// the work of the default before the initialisation was unpruned
+    /// (about 3x today's); without it ([`FastSettings::extrapolate`] false)
+    /// all 12 FluidR3 songs identical, for 8.7x (BENCHMARKS.md, "Fidelity to
+    /// the reference path").
     pub fn unpruned() -> Self {
         SparseSettings { prune: 0.0, dormant: 0.0, model_threshold: 0.0, init_prune: 0.0, ..Default::default() }
     }
