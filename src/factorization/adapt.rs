@@ -75,13 +75,16 @@
 //!   regression's convergence.
 //! - [`Adaptation::dense_first_pass`]: the first pass on the fast path
 //!   without the sparse iterations (dense f32 products, all activations
-//!   updated, none pruned). The sparse iterations drop, from the 20th
+//!   updated, none pruned). The sparse iterations drop, from the 40th
 //!   iteration on, activations below 10⁻⁵ of their local level, for good (a
-//!   multiplicative update keeps a zero at zero). With a piano's own
-//!   templates this changes almost nothing; with another piano's, notes
-//!   whose templates fit badly are small early on, get pruned, and cannot
-//!   come back in the rounds or the onset rule. The rounds and the refit
-//!   then run on the sparse path from the converged dense activations.
+//!   multiplicative update keeps a zero at zero). When they also pruned the
+//!   NMF initialisation (before commit 3812780), notes whose templates fit
+//!   another piano badly were pruned there and could not come back (the
+//!   fixed FluidR3 templates on 4 Salamander songs: 84.1 onset F dense
+//!   against 76.0 sparse); with the initialisation unpruned
+//!   the sparse first pass gives the same adapted scores within 0.2 (six
+//!   dev pairs; docs/results/dev/adaptation-cycles.md). The rounds and the
+//!   refit then run on the sparse path from the converged dense activations.
 //!
 //! # Paths
 //!
