@@ -365,8 +365,8 @@ impl ConvolutiveRegression {
         // The rest of the initialisation on the nonzero activations.
         let first = SparseCnmf::new(&templates.first_slices());
         let packed = first.pack(m);
-        let init_prune = settings.init_prune as f32;
         let mut sh = SparseActivations::from_dense(&h);
+        let init_prune = settings.init_prune as f32;
         sh.prune_local(init_prune, templates.tau);
         while it < self.init_iterations {
             let double = fast.extrapolate && it + 2 <= self.init_iterations;
