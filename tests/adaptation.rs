@@ -21,7 +21,9 @@ fn help_shows_the_switch_with_an_example() {
             && help.contains("--adapt-rounds")
             && help.contains("--adapt-strength")
             && help.contains("--adapt-refit")
-            && help.contains("--adapt-dense-first-pass"),
+            && help.contains("--adapt-dense-first-pass")
+            && help.contains("--adapt-filter-bands")
+            && help.contains("--adapt-filter-strength"),
         "{help}"
     );
     assert!(help.contains("--templates other-piano.templates --adapt"), "{help}");
@@ -44,8 +46,15 @@ fn transcribe_adapts_and_refuses_what_it_cannot_do() {
     assert!(d.join("tone.mid").is_file());
     let o = with(&["--adapt", "--adapt-rounds", "3", "--adapt-refit", "--adapt-dense-first-pass"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = with(&["--adapt", "--adapt-rounds", "3", "--adapt-cycles", "2", "--adapt-filter-bands", "3"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     // The settings need the switch; a negative strength is bad input.
     assert_eq!(with(&["--adapt-rounds", "3"]).status.code(), Some(2));
+    assert_eq!(with(&["--adapt-filter-bands", "3"]).status.code(), Some(2));
+    common::assert_input_error(
+        &with(&["--adapt", "--adapt-filter-bands", "3", "--adapt-filter-strength=-1"]),
+        "strength",
+    );
     assert_eq!(with(&["--adapt-refit"]).status.code(), Some(2));
     assert_eq!(with(&["--adapt-dense-first-pass"]).status.code(), Some(2));
     common::assert_input_error(&with(&["--adapt", "--adapt-strength=-1"]), "strength");

@@ -378,6 +378,15 @@ struct AdaptArgs {
     /// previous cycle's templates and activations.
     #[arg(long, requires = "adapt", value_name = "N", default_value_t = 1)]
     adapt_cycles: usize,
+    /// Also fit a spectral filter shared by all templates (one gain per frequency band and template
+    /// slice, N bands per octave; 0: none; 3 measured best): what the recording's piano does to
+    /// every note alike, which also reaches the notes that are seldom played.
+    #[arg(long, requires = "adapt", value_name = "N", default_value_t = 0)]
+    adapt_filter_bands: usize,
+    /// Weight of the pull of the shared filter's gains towards 1 (no colouring), relative to their
+    /// mean denominator (0: free).
+    #[arg(long, requires = "adapt", value_name = "WEIGHT", default_value_t = sscnmf::factorization::adapt::DEFAULT_FILTER_STRENGTH)]
+    adapt_filter_strength: f64,
 }
 
 impl AdaptArgs {
@@ -392,6 +401,8 @@ impl AdaptArgs {
             refit: self.adapt_refit,
             dense_first_pass: self.adapt_dense_first_pass,
             cycles: self.adapt_cycles,
+            filter_bands_per_octave: self.adapt_filter_bands,
+            filter_strength: self.adapt_filter_strength,
         };
         a.validate()?;
         Ok(Some(a))

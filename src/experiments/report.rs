@@ -182,9 +182,18 @@ impl Report {
                 s,
                 "**Templates adapted to each song** (`--adapt`; cnmf and nmf): after the fit on the learned \
                  templates, {} rounds of one penalised KL update of the templates and one of the activations, \
-                 pulled towards the learned templates with strength {}{}{}{} (src/factorization/adapt.rs).\n\n",
+                 pulled towards the learned templates with strength {}{}{}{}{} (src/factorization/adapt.rs).\n\n",
                 a.rounds,
                 a.strength,
+                if a.filter_bands_per_octave > 0 {
+                    format!(
+                        "; with a spectral filter shared by all templates ({} bands per octave, pulled towards \
+                         flat with strength {})",
+                        a.filter_bands_per_octave, a.filter_strength
+                    )
+                } else {
+                    String::new()
+                },
                 if a.dense_first_pass { "; the first fit without pruning (dense)" } else { "" },
                 if a.refit { "; then the activations fitted again from scratch on the adapted templates" } else { "" },
                 if a.cycles > 1 {

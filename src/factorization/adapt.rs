@@ -129,6 +129,17 @@ pub struct Adaptation {
     /// its refit), always pulled towards the learned templates. Default 1
     /// (0 counts as 1).
     pub cycles: usize,
+    /// A spectral filter shared by all templates, fitted with them
+    /// ([`SharedFilter`]): the effective templates are
+    /// `G[b(f), i] · W[f, i, q]`, `G` one gain per frequency band `b` and
+    /// slice `i`, pulled towards 1, and `W` pulled towards the learned
+    /// templates as without it. The bands are this many per octave (bins
+    /// below [`FILTER_LOWEST_BIN`] share the lowest band). 0 (the default):
+    /// no filter.
+    pub filter_bands_per_octave: usize,
+    /// The pull of the filter's gains towards 1, relative to their mean
+    /// denominator ([`SharedFilter`]). Default [`DEFAULT_FILTER_STRENGTH`].
+    pub filter_strength: f64,
 }
 
 /// The default [`Adaptation::rounds`]: chosen on the first 4 dev songs of
@@ -161,6 +172,8 @@ impl Default for Adaptation {
             refit: false,
             dense_first_pass: false,
             cycles: 1,
+            filter_bands_per_octave: 0,
+            filter_strength: DEFAULT_FILTER_STRENGTH,
         }
     }
 }
@@ -179,6 +192,12 @@ pub struct AdaptInfo {
 impl Adaptation {
     /// Errors unless the settings make sense.
     pub fn validate(&self) -> Result<()> {
+        if !(self.filter_strength.is_finite() && self.filter_strength >= 0.0) {
+            return Err(Error::invalid_input(format!(
+                "the adaptation filter's strength must be a nonnegative number, got {}",
+                self.filter_strength
+            )));
+        }
         if !(self.strength.is_finite() && self.strength >= 0.0) {
             return Err(Error::invalid_input(format!(
                 "the adaptation strength must be a nonnegative number, got {}",
@@ -186,6 +205,12 @@ impl Adaptation {
             )));
         }
         Ok(())
+    }
+
+    /// The flat shared filter of these settings for templates of `n_bins`
+    /// bins and `tau` slices (`None` without one).
+    pub fn filter(&self, n_bins: usize, tau: usize) -> Option<SharedFilter> {
+        SharedFilter::new(n_bins, tau, self.filter_bands_per_octave, self.filter_strength)
     }
 
     /// λ for the activations `h` (values of a K × N matrix, or the nonzero
@@ -244,15 +269,18 @@ impl Adaptation {
             },
         };
         let (mut w, mut h) = (templates.clone(), h);
+        // The shared filter, carried from cycle to cycle.
+        let mut filter = self.filter(templates.n_bins, templates.tau);
         for _ in 0..self.cycles.max(1) {
             let adapt = match &input {
                 RoundsInput::Exact { m, w0 } => {
-                    let (wa, ha, adapt) = self.run_exact(m, w0, &w.map(|x| x as f64), h);
+                    let (wa, ha, adapt) = self.run_exact_with(m, w0, &w.map(|x| x as f64), h, filter.as_mut());
                     (w, h) = (wa.map(|x| x as f32), ha);
                     adapt
                 }
                 RoundsInput::Fast { m, prune } => {
-                    let (wa, ha, adapt) = self.run_fast(m, templates, &w, h.map(|x| x as f32), *prune);
+                    let (wa, ha, adapt) =
+                        self.run_fast_with(m, templates, &w, h.map(|x| x as f32), *prune, filter.as_mut());
                     (w, h) = (wa, ha.map(|x| x as f64));
                     adapt
                 }
@@ -287,6 +315,22 @@ impl Adaptation {
         h: Matrix<f32>,
         prune: f32,
     ) -> (ConvTemplates<f32>, Matrix<f32>, AdaptInfo) {
+        let mut filter = self.filter(w0.n_bins, w0.tau);
+        self.run_fast_with(m, w0, start, h, prune, filter.as_mut())
+    }
+
+    /// [`run_fast`](Self::run_fast) with the shared filter's state carried
+    /// in and out (`start` are effective templates, `G · W`; the filter's
+    /// gains are updated in place).
+    pub fn run_fast_with(
+        &self,
+        m: &Matrix<f32>,
+        w0: &ConvTemplates<f32>,
+        start: &ConvTemplates<f32>,
+        h: Matrix<f32>,
+        prune: f32,
+        mut filter: Option<&mut SharedFilter>,
+    ) -> (ConvTemplates<f32>, Matrix<f32>, AdaptInfo) {
         let started = std::time::Instant::now();
         let mut sh = SparseActivations::from_dense(&h);
         let mut info = AdaptInfo::default();
@@ -295,17 +339,26 @@ impl Adaptation {
         let step = Step { prune, ..Step::default() };
         let lambda = self.lambda(&sh.values, w0.n_templates);
         info.lambda = lambda;
-        let mut w = start.clone();
+        // `w` is the per-note part W; the effective templates are G · W.
+        let mut w = match filter.as_deref() {
+            Some(g) => g.remove(start),
+            None => start.clone(),
+        };
+        let mut effective = start.clone();
         for _ in 0..self.rounds {
             info.flops += 4.0 * f_len * tau * sh.nnz() as f64;
-            let (wnum, den) = sparse_numerators(m, &w, &sh);
-            w = penalised_update(&w, w0, &wnum, &den, lambda);
-            info.flops += SparseCnmf::new(&w).step(&packed, &mut sh, &step).flops;
+            let (wnum, den) = sparse_numerators(m, &effective, &sh);
+            w = penalised_update(&w, w0, &wnum, &den, lambda, filter.as_deref());
+            if let Some(g) = filter.as_deref_mut() {
+                g.update(&effective, &wnum, &den);
+            }
+            effective = filter.as_deref().map_or_else(|| w.clone(), |g| g.apply(&w));
+            info.flops += SparseCnmf::new(&effective).step(&packed, &mut sh, &step).flops;
         }
         let mut h = sh.to_dense();
-        restore_norms(&mut w, w0, &mut h);
+        restore_norms(&mut effective, w0, &mut h);
         info.seconds = started.elapsed().as_secs_f64();
-        (w, h, info)
+        (effective, h, info)
     }
 
     /// The rounds in f64 with the dense kernels, from the templates `start`
@@ -315,7 +368,21 @@ impl Adaptation {
         m: &Matrix<f64>,
         w0: &ConvTemplates<f64>,
         start: &ConvTemplates<f64>,
+        h: Matrix<f64>,
+    ) -> (ConvTemplates<f64>, Matrix<f64>, AdaptInfo) {
+        let mut filter = self.filter(w0.n_bins, w0.tau);
+        self.run_exact_with(m, w0, start, h, filter.as_mut())
+    }
+
+    /// [`run_exact`](Self::run_exact) with the shared filter's state
+    /// carried in and out ([`run_fast_with`](Self::run_fast_with)'s roles).
+    pub fn run_exact_with(
+        &self,
+        m: &Matrix<f64>,
+        w0: &ConvTemplates<f64>,
+        start: &ConvTemplates<f64>,
         mut h: Matrix<f64>,
+        mut filter: Option<&mut SharedFilter>,
     ) -> (ConvTemplates<f64>, Matrix<f64>, AdaptInfo) {
         let started = std::time::Instant::now();
         let mut info = AdaptInfo::default();
@@ -323,32 +390,50 @@ impl Adaptation {
         let round_flops = 4.0 * 2.0 * f_len * n * k * tau;
         let lambda = self.lambda(&h.data, w0.n_templates);
         info.lambda = lambda;
-        let mut w = start.clone();
+        let mut w = match filter.as_deref() {
+            Some(g) => g.remove(start),
+            None => start.clone(),
+        };
+        let mut effective = start.clone();
         for _ in 0..self.rounds {
-            let (wnum, den) = dense_numerators(m, &w, &h);
-            w = penalised_update(&w, w0, &wnum, &den, lambda);
-            CnmfKernel::new(w.clone()).update_activations(m, &mut h, Beta::KL, false);
+            let (wnum, den) = dense_numerators(m, &effective, &h);
+            w = penalised_update(&w, w0, &wnum, &den, lambda, filter.as_deref());
+            if let Some(g) = filter.as_deref_mut() {
+                g.update(&effective, &wnum, &den);
+            }
+            effective = filter.as_deref().map_or_else(|| w.clone(), |g| g.apply(&w));
+            CnmfKernel::new(effective.clone()).update_activations(m, &mut h, Beta::KL, false);
             info.flops += round_flops;
         }
-        restore_norms(&mut w, w0, &mut h);
+        restore_norms(&mut effective, w0, &mut h);
         info.seconds = started.elapsed().as_secs_f64();
-        (w, h, info)
+        (effective, h, info)
     }
 }
 
 /// The penalised update of every template entry,
 /// `(W̃·Num + λ·W0)/(Den + λ)`, from `wnum = W̃·Num` (F × τ × K, laid out
 /// as the templates) and `den = Den` (at `q·τ + i`).
+///
+/// With a shared filter `G` the numerators are those of the effective
+/// templates `G · W` (`wnum = G·W̃·Num`, the gradient's share of `W`) and
+/// `Den` is scaled by `G[b(f), i]`: `W ← (G·W̃·Num + λ·W0)/(G·Den + λ)`,
+/// the majorisation–minimisation step in `W` for fixed `G`.
 fn penalised_update<T: Real>(
     w: &ConvTemplates<T>,
     w0: &ConvTemplates<T>,
     wnum: &[T],
     den: &[T],
     lambda: f64,
+    filter: Option<&SharedFilter>,
 ) -> ConvTemplates<T> {
     let f_len = w.n_bins;
     let lambda = T::from_f64(lambda);
-    let data = (0..w.data.len()).map(|idx| penalised(wnum[idx], w.data[idx], w0.data[idx], den[idx / f_len], lambda));
+    let data = (0..w.data.len()).map(|idx| {
+        let d = den[idx / f_len];
+        let d = filter.map_or(d, |g| d * T::from_f64(g.gains[g.index(idx, f_len)]));
+        penalised(wnum[idx], w.data[idx], w0.data[idx], d, lambda)
+    });
     ConvTemplates { data: data.collect(), ..*w }
 }
 
@@ -366,6 +451,120 @@ fn penalised<T: Real>(w_num: T, w: T, w0: T, den: T, lambda: T) -> T {
         T::ZERO
     } else {
         v
+    }
+}
+
+/// The lowest bin of the shared filter's second band: the bins below it
+/// share the lowest band ([`Adaptation::filter_bands_per_octave`]).
+pub const FILTER_LOWEST_BIN: usize = 16;
+
+/// The default [`Adaptation::filter_strength`]: the same relative weight
+/// as the templates' [`DEFAULT_STRENGTH`]; without a pull (0) the filter
+/// lost 5-6 onset F points on the TimGM6mb songs (docs/results/dev/adaptation-filter.md).
+pub const DEFAULT_FILTER_STRENGTH: f64 = 1.0;
+
+/// A spectral filter shared by all templates (see
+/// [`Adaptation::filter_bands_per_octave`]): one gain `G[b, i]` per band
+/// `b` of bins and slice `i`.
+///
+/// With the effective templates `E = G · W`, the KL gradient in `G[b, i]`
+/// is `Σ_{f ∈ b, q} W[f,i,q] (Den[q,i] − Num[f,i,q])`. With a Gamma prior
+/// of shape `μ + 1` and rate `μ` on each gain (mode 1: no colouring), the
+/// majorisation–minimisation step, as for the templates, is
+///
+/// ```text
+/// G[b,i] ← ( Σ_{f∈b,q} E·Num + μ ) / ( Σ_{f∈b,q} W·Den + μ ),
+/// ```
+///
+/// `E·Num` being the templates' numerator (Lee & Seung 2001's update for a
+/// factor shared by all templates, for μ = 0). μ is
+/// [`Adaptation::filter_strength`] times the mean of `Σ_{f∈b,q} W·Den`
+/// over the gains, at each update (it follows the recording's level like
+/// the templates' λ).
+///
+/// `G` carries what all notes share (the recording chain, the instrument's
+/// overall colour and decay), the prior on `W` keeps each note's own
+/// partials near the learned ones; notes that are seldom played still get
+/// the shared part. The bands are logarithmic in bin index, hence in
+/// frequency: `b(f) = ⌊n · log2(max(f, f₀) / f₀)⌋`, n per octave, f₀ =
+/// [`FILTER_LOWEST_BIN`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct SharedFilter {
+    /// The band of each bin.
+    band_of_bin: Vec<usize>,
+    /// Slices per template.
+    tau: usize,
+    /// The prior's relative weight (μ over the mean `Σ W·Den`).
+    strength: f64,
+    /// `G[b, i]` at `b·τ + i`.
+    gains: Vec<f64>,
+}
+
+impl SharedFilter {
+    /// The flat filter (all gains 1) for `n_bins` bins, `tau` slices and
+    /// `per_octave` bands per octave, pulled towards 1 with `strength`;
+    /// `None` when `per_octave` is 0.
+    pub fn new(n_bins: usize, tau: usize, per_octave: usize, strength: f64) -> Option<Self> {
+        if per_octave == 0 {
+            return None;
+        }
+        let f0 = FILTER_LOWEST_BIN as f64;
+        let band_of_bin: Vec<usize> =
+            (0..n_bins).map(|f| (per_octave as f64 * ((f as f64).max(f0) / f0).log2()).floor() as usize).collect();
+        let n_bands = band_of_bin.last().map_or(0, |&b| b + 1);
+        Some(SharedFilter { band_of_bin, tau, strength, gains: vec![1.0; n_bands * tau] })
+    }
+
+    /// The number of bands.
+    pub fn n_bands(&self) -> usize {
+        self.gains.len() / self.tau.max(1)
+    }
+
+    /// `G[b(f), i]`.
+    pub fn gain(&self, f: usize, i: usize) -> f64 {
+        self.gains[self.band_of_bin[f] * self.tau + i]
+    }
+
+    /// Where the gain of the template entry at `idx` is (templates of
+    /// `f_len` bins, laid out as [`ConvTemplates`]).
+    fn index(&self, idx: usize, f_len: usize) -> usize {
+        self.band_of_bin[idx % f_len] * self.tau + (idx / f_len) % self.tau
+    }
+
+    /// The effective templates `G · W`.
+    pub fn apply<T: Real>(&self, w: &ConvTemplates<T>) -> ConvTemplates<T> {
+        self.scaled(w, |x, g| x * T::from_f64(g))
+    }
+
+    /// `W = E / G` from effective templates `E`.
+    pub fn remove<T: Real>(&self, e: &ConvTemplates<T>) -> ConvTemplates<T> {
+        self.scaled(e, |x, g| x / T::from_f64(g))
+    }
+
+    fn scaled<T: Real>(&self, w: &ConvTemplates<T>, op: impl Fn(T, f64) -> T) -> ConvTemplates<T> {
+        let data = w.data.iter().enumerate().map(|(idx, &x)| op(x, self.gains[self.index(idx, w.n_bins)]));
+        ConvTemplates { data: data.collect(), ..*w }
+    }
+
+    /// One update of the gains from the effective templates `e` and their
+    /// numerators (`wnum = E·Num`, `den = Den`, as for the templates'
+    /// update). Sums in f64 in a fixed order.
+    pub fn update<T: Real>(&mut self, e: &ConvTemplates<T>, wnum: &[T], den: &[T]) {
+        let f_len = e.n_bins;
+        let mut num = vec![0.0f64; self.gains.len()];
+        let mut dsum = vec![0.0f64; self.gains.len()];
+        for (idx, (&x, &a)) in e.data.iter().zip(wnum).enumerate() {
+            let at = self.index(idx, f_len);
+            num[at] += a.into();
+            dsum[at] += x.into() / self.gains[at] * den[idx / f_len].into();
+        }
+        let mu = self.strength * dsum.iter().sum::<f64>() / dsum.len().max(1) as f64;
+        for ((g, &a), &d) in self.gains.iter_mut().zip(&num).zip(&dsum) {
+            let v = (a + mu) / (d + mu);
+            if d + mu > 0.0 && v > 0.0 && v.is_finite() {
+                *g = v;
+            }
+        }
     }
 }
 
@@ -682,6 +881,163 @@ mod tests {
         let worst_h = h.data.iter().zip(&hr.data).map(|(&x, y)| (x as f64 - y).abs()).fold(0.0, f64::max);
         assert!(worst_w < 1e-4 * scale_w, "{worst_w} vs {scale_w}");
         assert!(worst_h < 1e-4 * scale_h, "{worst_h} vs {scale_h}");
+    }
+
+    /// One round with a shared filter as plain f64 loops: the effective
+    /// templates `E = G·W`, the penalised update of `W` with `G·Den`, the
+    /// gains from the same numerators (pulled towards 1 with
+    /// `filter_strength`), then the activations on the new `G·W`; the
+    /// weights are `(λ, filter_strength)`.
+    fn reference_filtered_round(
+        m: &Matrix<f64>,
+        w: &mut ConvTemplates<f64>,
+        w0: &ConvTemplates<f64>,
+        h: &mut Matrix<f64>,
+        gain: &mut [f64],
+        band: &dyn Fn(usize) -> usize,
+        (lambda, filter_strength): (f64, f64),
+    ) {
+        let (f_len, tau, k, n) = (w.n_bins, w.tau, w.n_templates, h.cols);
+        let effective = |w: &ConvTemplates<f64>, gain: &[f64]| {
+            let mut e = w.clone();
+            for q in 0..k {
+                for i in 0..tau {
+                    for f in 0..f_len {
+                        e.data[(q * tau + i) * f_len + f] *= gain[band(f) * tau + i];
+                    }
+                }
+            }
+            e
+        };
+        let e = effective(w, gain);
+        let model = reference::reconstruct(&e, h);
+        let mut updated = w.clone();
+        let (mut gnum, mut gden) = (vec![0.0; gain.len()], vec![0.0; gain.len()]);
+        for q in 0..k {
+            for i in 0..tau {
+                let den: f64 = (0..n.saturating_sub(i)).map(|s| h.get(q, s)).sum();
+                for f in 0..f_len {
+                    let num: f64 =
+                        (i..n).map(|t| m.get(f, t) / model.get(f, t).max(MODEL_FLOOR) * h.get(q, t - i)).sum();
+                    let idx = (q * tau + i) * f_len + f;
+                    let g = gain[band(f) * tau + i];
+                    updated.data[idx] = (e.data[idx] * num + lambda * w0.data[idx]) / (g * den + lambda);
+                    gnum[band(f) * tau + i] += e.data[idx] * num;
+                    gden[band(f) * tau + i] += w.data[idx] * den;
+                }
+            }
+        }
+        let mu = filter_strength * gden.iter().sum::<f64>() / gden.len() as f64;
+        for (g, (a, d)) in gain.iter_mut().zip(gnum.iter().zip(&gden)) {
+            *g = (a + mu) / (d + mu);
+        }
+        *w = updated;
+        reference::update_activations(m, &effective(w, gain), h, Beta::KL);
+    }
+
+    /// Both paths with a shared filter against [`reference_filtered_round`].
+    #[test]
+    fn the_shared_filter_follows_the_reference_loops_on_both_paths() {
+        let (m, w0, _, _) = problem();
+        let h0 = first_pass(&m, &w0);
+        let adaptation = Adaptation {
+            rounds: 4,
+            strength: 0.3,
+            filter_bands_per_octave: 3,
+            filter_strength: 0.3,
+            ..Adaptation::default()
+        };
+        let filter = SharedFilter::new(w0.n_bins, w0.tau, 3, 0.3).unwrap();
+        assert!(filter.n_bands() > 1);
+        let band = |f: usize| filter.band_of_bin[f];
+        let (mut wr, mut hr) = (w0.clone(), h0.clone());
+        let mut gain = vec![1.0; filter.gains.len()];
+        let lambda = adaptation.lambda(&h0.data, w0.n_templates);
+        for _ in 0..4 {
+            reference_filtered_round(&m, &mut wr, &w0, &mut hr, &mut gain, &band, (lambda, 0.3));
+        }
+        let mut er = wr.clone();
+        for (idx, x) in er.data.iter_mut().enumerate() {
+            *x *= gain[band(idx % w0.n_bins) * w0.tau + (idx / w0.n_bins) % w0.tau];
+        }
+        restore_norms(&mut er, &w0, &mut hr);
+        // The gains did move: the filter is not the identity.
+        assert!(gain.iter().any(|g| (g - 1.0).abs() > 1e-3), "{gain:?}");
+        let (w, h, _) = adaptation.run_exact(&m, &w0, &w0, h0.clone());
+        let worst =
+            |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| (x - y).abs() / y.abs().max(1e-9)).fold(0.0, f64::max);
+        assert!(worst(&w.data, &er.data) < 1e-8, "{}", worst(&w.data, &er.data));
+        assert!(worst(&h.data, &hr.data) < 1e-8, "{}", worst(&h.data, &hr.data));
+        let (w, h, _) = adaptation.run_fast(
+            &m.map(|x| x as f32),
+            &w0.map(|x| x as f32),
+            &w0.map(|x| x as f32),
+            h0.map(|x| x as f32),
+            0.0,
+        );
+        let scale_w = er.data.iter().copied().fold(0.0, f64::max);
+        let scale_h = hr.data.iter().copied().fold(0.0, f64::max);
+        let worst_w = w.data.iter().zip(&er.data).map(|(&x, y)| (x as f64 - y).abs()).fold(0.0, f64::max);
+        let worst_h = h.data.iter().zip(&hr.data).map(|(&x, y)| (x as f64 - y).abs()).fold(0.0, f64::max);
+        assert!(worst_w < 1e-4 * scale_w, "{worst_w} vs {scale_w}");
+        assert!(worst_h < 1e-4 * scale_h, "{worst_h} vs {scale_h}");
+    }
+
+    /// A piano whose every note is the learned one through the same
+    /// colouring (a spectral tilt): with the shared filter, a note played
+    /// once, softly, among many loud ones moves to the new piano's
+    /// template; without it, it stays near the learned one.
+    #[test]
+    fn a_shared_filter_brings_a_seldom_played_note_to_the_new_piano() {
+        let (f, tau, k, n) = (64, 3, 4, 80);
+        let learned = harmonic(f, tau, k, |_, j| 1.0 / j as f64);
+        let tilt = |bin: usize| 0.05 + (bin as f64 / f as f64).powi(2) * 4.0;
+        let mut other = learned.clone();
+        for (idx, x) in other.data.iter_mut().enumerate() {
+            *x *= tilt(idx % f);
+        }
+        for q in 0..k {
+            let s: f64 = other.template(q).iter().sum();
+            let len = f * tau;
+            other.data[q * len..(q + 1) * len].iter_mut().for_each(|x| *x /= s);
+        }
+        let mut truth = Matrix::zeros(k, n);
+        for (q, t, v) in
+            [(0, 2, 3.0), (1, 10, 2.0), (2, 18, 2.5), (0, 30, 2.0), (1, 38, 3.0), (2, 47, 2.0), (3, 60, 0.3)]
+        {
+            truth.set(q, t, v);
+        }
+        let m = reference::reconstruct(&other, &truth);
+        let h0 = first_pass(&m, &learned);
+        let dist = |a: &ConvTemplates<f64>, q: usize| {
+            a.template(q).iter().zip(other.template(q)).map(|(x, y)| (x - y).abs()).sum::<f64>()
+        };
+        let plain = Adaptation { rounds: 30, ..Adaptation::default() };
+        let filtered = Adaptation { filter_bands_per_octave: 3, ..plain };
+        let (wp, _, _) = plain.run_exact(&m, &learned, &learned, h0.clone());
+        let (wf, hf, _) = filtered.run_exact(&m, &learned, &learned, h0.clone());
+        let (wfree, _, _) =
+            Adaptation { filter_strength: 0.0, ..filtered }.run_exact(&m, &learned, &learned, h0.clone());
+        let (before, without, with, free) = (dist(&learned, 3), dist(&wp, 3), dist(&wf, 3), dist(&wfree, 3));
+        // Without the filter the note stays near the learned template; the
+        // filter (the default pull towards flat) brings it a good part of
+        // the way, a free filter most of it.
+        assert!(
+            without > 0.8 * before && with < 0.7 * without && free < 0.2 * without,
+            "note 3: learned {before}, plain {without}, filtered {with}, free filter {free}"
+        );
+        // The filter explains the recording at least as well, and every
+        // note keeps its pitch.
+        let (lp, lf) = (
+            reference::loss(&m, &wp, &plain.run_exact(&m, &learned, &learned, h0.clone()).1, Beta::KL),
+            reference::loss(&m, &wf, &hf, Beta::KL),
+        );
+        assert!(lf <= lp * 1.001, "{lf} vs {lp}");
+        for q in 0..k {
+            let slice = wf.slice(q, 0);
+            let top = (0..slice.len()).fold(0, |b, f| if slice[f] > slice[b] { f } else { b });
+            assert_eq!(top % (q + 3), 0, "note {q}: largest partial at bin {top}");
+        }
     }
 
     #[test]
