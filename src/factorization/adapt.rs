@@ -340,19 +340,11 @@ impl Adaptation {
         let lambda = self.lambda(&sh.values, w0.n_templates);
         info.lambda = lambda;
         // `w` is the per-note part W; the effective templates are G · W.
-        let mut w = match filter.as_deref() {
-            Some(g) => g.remove(start),
-            None => start.clone(),
-        };
-        let mut effective = start.clone();
+        let (mut w, mut effective) = (per_note_part(start, filter.as_deref()), start.clone());
         for _ in 0..self.rounds {
             info.flops += 4.0 * f_len * tau * sh.nnz() as f64;
             let (wnum, den) = sparse_numerators(m, &effective, &sh);
-            w = penalised_update(&w, w0, &wnum, &den, lambda, filter.as_deref());
-            if let Some(g) = filter.as_deref_mut() {
-                g.update(&effective, &wnum, &den);
-            }
-            effective = filter.as_deref().map_or_else(|| w.clone(), |g| g.apply(&w));
+            (w, effective) = templates_update(&w, w0, &effective, (&wnum, &den), lambda, filter.as_deref_mut());
             info.flops += SparseCnmf::new(&effective).step(&packed, &mut sh, &step).flops;
         }
         let mut h = sh.to_dense();
@@ -390,18 +382,10 @@ impl Adaptation {
         let round_flops = 4.0 * 2.0 * f_len * n * k * tau;
         let lambda = self.lambda(&h.data, w0.n_templates);
         info.lambda = lambda;
-        let mut w = match filter.as_deref() {
-            Some(g) => g.remove(start),
-            None => start.clone(),
-        };
-        let mut effective = start.clone();
+        let (mut w, mut effective) = (per_note_part(start, filter.as_deref()), start.clone());
         for _ in 0..self.rounds {
             let (wnum, den) = dense_numerators(m, &effective, &h);
-            w = penalised_update(&w, w0, &wnum, &den, lambda, filter.as_deref());
-            if let Some(g) = filter.as_deref_mut() {
-                g.update(&effective, &wnum, &den);
-            }
-            effective = filter.as_deref().map_or_else(|| w.clone(), |g| g.apply(&w));
+            (w, effective) = templates_update(&w, w0, &effective, (&wnum, &den), lambda, filter.as_deref_mut());
             CnmfKernel::new(effective.clone()).update_activations(m, &mut h, Beta::KL, false);
             info.flops += round_flops;
         }
@@ -409,6 +393,31 @@ impl Adaptation {
         info.seconds = started.elapsed().as_secs_f64();
         (effective, h, info)
     }
+}
+
+/// `W = E / G` of effective templates `E` (`E` itself without a filter).
+fn per_note_part<T: Real>(effective: &ConvTemplates<T>, filter: Option<&SharedFilter>) -> ConvTemplates<T> {
+    filter.map_or_else(|| effective.clone(), |g| g.remove(effective))
+}
+
+/// One round's template update from the numerators `(W̃·Num, Den)` of the
+/// effective templates: the per-note part `w` by [`penalised_update`], the
+/// filter's gains (if any) by [`SharedFilter::update`]; returns the new
+/// per-note part and effective templates.
+fn templates_update<T: Real>(
+    w: &ConvTemplates<T>,
+    w0: &ConvTemplates<T>,
+    effective: &ConvTemplates<T>,
+    (wnum, den): (&[T], &[T]),
+    lambda: f64,
+    mut filter: Option<&mut SharedFilter>,
+) -> (ConvTemplates<T>, ConvTemplates<T>) {
+    let w = penalised_update(w, w0, wnum, den, lambda, filter.as_deref());
+    if let Some(g) = filter.as_deref_mut() {
+        g.update(effective, wnum, den);
+    }
+    let effective = filter.as_deref().map_or_else(|| w.clone(), |g| g.apply(&w));
+    (w, effective)
 }
 
 /// The penalised update of every template entry,
