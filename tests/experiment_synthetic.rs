@@ -600,7 +600,14 @@ fn an_interrupted_experiment_leaves_a_whole_cache_and_a_rerun_resumes_from_it() 
         .spawn()
         .unwrap();
     let activations = out.join("cache/activations");
-    while std::fs::read_dir(&activations).map_or(0, |d| d.count()) == 0 {
+    // A whole cached song: a file that is not a temporary one still being written
+    // (an interrupt then removes the temporary file, and nothing would be cached).
+    let whole = |dir: &std::path::Path| {
+        std::fs::read_dir(dir).map_or(0, |d| {
+            d.filter_map(|e| e.ok()).filter(|e| !e.file_name().to_string_lossy().starts_with(".tmp")).count()
+        })
+    };
+    while whole(&activations) == 0 {
         assert!(child.try_wait().unwrap().is_none(), "the experiment ended before any song was cached");
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
