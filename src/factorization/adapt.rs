@@ -209,7 +209,7 @@ impl Adaptation {
 
     /// The flat shared filter of these settings for templates of `n_bins`
     /// bins and `tau` slices (`None` without one).
-    pub fn filter(&self, n_bins: usize, tau: usize) -> Option<SharedFilter> {
+    pub fn flat_filter(&self, n_bins: usize, tau: usize) -> Option<SharedFilter> {
         SharedFilter::new(n_bins, tau, self.filter_bands_per_octave, self.filter_strength)
     }
 
@@ -270,17 +270,16 @@ impl Adaptation {
         };
         let (mut w, mut h) = (templates.clone(), h);
         // The shared filter, carried from cycle to cycle.
-        let mut filter = self.filter(templates.n_bins, templates.tau);
+        let mut filter = self.flat_filter(templates.n_bins, templates.tau);
         for _ in 0..self.cycles.max(1) {
             let adapt = match &input {
                 RoundsInput::Exact { m, w0 } => {
-                    let (wa, ha, adapt) = self.run_exact_with(m, w0, &w.map(|x| x as f64), h, filter.as_mut());
+                    let (wa, ha, adapt) = self.run_exact(m, w0, &w.map(|x| x as f64), h, filter.as_mut());
                     (w, h) = (wa.map(|x| x as f32), ha);
                     adapt
                 }
                 RoundsInput::Fast { m, prune } => {
-                    let (wa, ha, adapt) =
-                        self.run_fast_with(m, templates, &w, h.map(|x| x as f32), *prune, filter.as_mut());
+                    let (wa, ha, adapt) = self.run_fast(m, templates, &w, h.map(|x| x as f32), *prune, filter.as_mut());
                     (w, h) = (wa, ha.map(|x| x as f64));
                     adapt
                 }
@@ -305,24 +304,12 @@ impl Adaptation {
     /// (`w0` in the first cycle, the previous cycle's otherwise) and the
     /// activations `h`, pulled towards the learned `w0`; activations below
     /// `prune` × their local level are dropped after each activation update,
-    /// as in the fast regression. Returns the adapted templates (at their
-    /// learned norms) and activations.
+    /// as in the fast regression. With a shared `filter` (see
+    /// [`Adaptation::flat_filter`]), `start` are effective templates `G · W`
+    /// and the filter's gains are updated in place, so that cycles carry
+    /// them. Returns the adapted (effective) templates at their learned
+    /// norms, and the activations.
     pub fn run_fast(
-        &self,
-        m: &Matrix<f32>,
-        w0: &ConvTemplates<f32>,
-        start: &ConvTemplates<f32>,
-        h: Matrix<f32>,
-        prune: f32,
-    ) -> (ConvTemplates<f32>, Matrix<f32>, AdaptInfo) {
-        let mut filter = self.filter(w0.n_bins, w0.tau);
-        self.run_fast_with(m, w0, start, h, prune, filter.as_mut())
-    }
-
-    /// [`run_fast`](Self::run_fast) with the shared filter's state carried
-    /// in and out (`start` are effective templates, `G · W`; the filter's
-    /// gains are updated in place).
-    pub fn run_fast_with(
         &self,
         m: &Matrix<f32>,
         w0: &ConvTemplates<f32>,
@@ -339,36 +326,24 @@ impl Adaptation {
         let step = Step { prune, ..Step::default() };
         let lambda = self.lambda(&sh.values, w0.n_templates);
         info.lambda = lambda;
-        // `w` is the per-note part W; the effective templates are G · W.
-        let (mut w, mut effective) = (per_note_part(start, filter.as_deref()), start.clone());
+        let mut templates = FilteredTemplates::new(start, filter.as_deref());
         for _ in 0..self.rounds {
             info.flops += 4.0 * f_len * tau * sh.nnz() as f64;
-            let (wnum, den) = sparse_numerators(m, &effective, &sh);
-            (w, effective) = templates_update(&w, w0, &effective, (&wnum, &den), lambda, filter.as_deref_mut());
-            info.flops += SparseCnmf::new(&effective).step(&packed, &mut sh, &step).flops;
+            let (wnum, den) = sparse_numerators(m, templates.effective(), &sh);
+            templates.update(w0, (&wnum, &den), lambda, filter.as_deref_mut());
+            info.flops += SparseCnmf::new(templates.effective()).step(&packed, &mut sh, &step).flops;
         }
         let mut h = sh.to_dense();
-        restore_norms(&mut effective, w0, &mut h);
+        let mut w = templates.into_effective();
+        restore_norms(&mut w, w0, &mut h);
         info.seconds = started.elapsed().as_secs_f64();
-        (effective, h, info)
+        (w, h, info)
     }
 
-    /// The rounds in f64 with the dense kernels, from the templates `start`
-    /// and the activations `h` ([`run_fast`](Self::run_fast)'s roles).
+    /// The rounds in f64 with the dense kernels, from the templates `start`,
+    /// the activations `h` and the `filter` ([`run_fast`](Self::run_fast)'s
+    /// roles).
     pub fn run_exact(
-        &self,
-        m: &Matrix<f64>,
-        w0: &ConvTemplates<f64>,
-        start: &ConvTemplates<f64>,
-        h: Matrix<f64>,
-    ) -> (ConvTemplates<f64>, Matrix<f64>, AdaptInfo) {
-        let mut filter = self.filter(w0.n_bins, w0.tau);
-        self.run_exact_with(m, w0, start, h, filter.as_mut())
-    }
-
-    /// [`run_exact`](Self::run_exact) with the shared filter's state
-    /// carried in and out ([`run_fast_with`](Self::run_fast_with)'s roles).
-    pub fn run_exact_with(
         &self,
         m: &Matrix<f64>,
         w0: &ConvTemplates<f64>,
@@ -382,42 +357,62 @@ impl Adaptation {
         let round_flops = 4.0 * 2.0 * f_len * n * k * tau;
         let lambda = self.lambda(&h.data, w0.n_templates);
         info.lambda = lambda;
-        let (mut w, mut effective) = (per_note_part(start, filter.as_deref()), start.clone());
+        let mut templates = FilteredTemplates::new(start, filter.as_deref());
         for _ in 0..self.rounds {
-            let (wnum, den) = dense_numerators(m, &effective, &h);
-            (w, effective) = templates_update(&w, w0, &effective, (&wnum, &den), lambda, filter.as_deref_mut());
-            CnmfKernel::new(effective.clone()).update_activations(m, &mut h, Beta::KL, false);
+            let (wnum, den) = dense_numerators(m, templates.effective(), &h);
+            templates.update(w0, (&wnum, &den), lambda, filter.as_deref_mut());
+            CnmfKernel::new(templates.effective().clone()).update_activations(m, &mut h, Beta::KL, false);
             info.flops += round_flops;
         }
-        restore_norms(&mut effective, w0, &mut h);
+        let mut w = templates.into_effective();
+        restore_norms(&mut w, w0, &mut h);
         info.seconds = started.elapsed().as_secs_f64();
-        (effective, h, info)
+        (w, h, info)
     }
 }
 
-/// `W = E / G` of effective templates `E` (`E` itself without a filter).
-fn per_note_part<T: Real>(effective: &ConvTemplates<T>, filter: Option<&SharedFilter>) -> ConvTemplates<T> {
-    filter.map_or_else(|| effective.clone(), |g| g.remove(effective))
+/// The templates the rounds update: the per-note part `W`, and with a
+/// shared filter the effective templates `G · W` the model uses (without a
+/// filter `W` is the effective one, kept once).
+struct FilteredTemplates<T> {
+    per_note: ConvTemplates<T>,
+    effective: Option<ConvTemplates<T>>,
 }
 
-/// One round's template update from the numerators `(W̃·Num, Den)` of the
-/// effective templates: the per-note part `w` by [`penalised_update`], the
-/// filter's gains (if any) by [`SharedFilter::update`]; returns the new
-/// per-note part and effective templates.
-fn templates_update<T: Real>(
-    w: &ConvTemplates<T>,
-    w0: &ConvTemplates<T>,
-    effective: &ConvTemplates<T>,
-    (wnum, den): (&[T], &[T]),
-    lambda: f64,
-    mut filter: Option<&mut SharedFilter>,
-) -> (ConvTemplates<T>, ConvTemplates<T>) {
-    let w = penalised_update(w, w0, wnum, den, lambda, filter.as_deref());
-    if let Some(g) = filter.as_deref_mut() {
-        g.update(effective, wnum, den);
+impl<T: Real> FilteredTemplates<T> {
+    /// From effective templates `start`: `W = start / G` with a filter.
+    fn new(start: &ConvTemplates<T>, filter: Option<&SharedFilter>) -> Self {
+        match filter {
+            Some(g) => FilteredTemplates { per_note: g.remove(start), effective: Some(start.clone()) },
+            None => FilteredTemplates { per_note: start.clone(), effective: None },
+        }
     }
-    let effective = filter.as_deref().map_or_else(|| w.clone(), |g| g.apply(&w));
-    (w, effective)
+
+    /// The templates the model uses.
+    fn effective(&self) -> &ConvTemplates<T> {
+        self.effective.as_ref().unwrap_or(&self.per_note)
+    }
+
+    fn into_effective(self) -> ConvTemplates<T> {
+        self.effective.unwrap_or(self.per_note)
+    }
+
+    /// One round's template update from the numerators `(W̃·Num, Den)` of
+    /// the effective templates: `W` by [`penalised_update`], then the
+    /// filter's gains (if any) by [`SharedFilter::update`], then `G · W`.
+    fn update(
+        &mut self,
+        w0: &ConvTemplates<T>,
+        (wnum, den): (&[T], &[T]),
+        lambda: f64,
+        filter: Option<&mut SharedFilter>,
+    ) {
+        self.per_note = penalised_update(&self.per_note, w0, wnum, den, lambda, filter.as_deref());
+        if let (Some(g), Some(effective)) = (filter, self.effective.as_mut()) {
+            g.update(effective, wnum, den);
+            *effective = g.apply(&self.per_note);
+        }
+    }
 }
 
 /// The penalised update of every template entry,
@@ -527,11 +522,6 @@ impl SharedFilter {
     /// The number of bands.
     pub fn n_bands(&self) -> usize {
         self.gains.len() / self.tau.max(1)
-    }
-
-    /// `G[b(f), i]`.
-    pub fn gain(&self, f: usize, i: usize) -> f64 {
-        self.gains[self.band_of_bin[f] * self.tau + i]
     }
 
     /// Where the gain of the template entry at `idx` is (templates of
@@ -823,7 +813,7 @@ mod tests {
         let (m, w0, other, _) = problem();
         let h0 = first_pass(&m, &w0);
         let adaptation = Adaptation { rounds: 30, strength: 0.1, ..Adaptation::default() };
-        let (w, h, info) = adaptation.run_exact(&m, &w0, &w0, h0.clone());
+        let (w, h, info) = adaptation.run_exact(&m, &w0, &w0, h0.clone(), None);
         assert!(info.lambda > 0.0);
         let before = reference::loss(&m, &w0, &h0, Beta::KL);
         let after = reference::loss(&m, &w, &h, Beta::KL);
@@ -862,12 +852,40 @@ mod tests {
         let (m, w0, _, _) = problem();
         let h0 = first_pass(&m, &w0);
         let adaptation = Adaptation { rounds: 4, strength: 0.3, ..Adaptation::default() };
-        let (w, h, info) = adaptation.run_exact(&m, &w0, &w0, h0.clone());
+        let (w, h, info) = adaptation.run_exact(&m, &w0, &w0, h0.clone(), None);
         let (wr, hr) = reference_rounds(&m, &w0, &h0, 4, info.lambda);
         let worst =
             |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| (x - y).abs() / y.abs().max(1e-9)).fold(0.0, f64::max);
         assert!(worst(&w.data, &wr.data) < 1e-8, "{}", worst(&w.data, &wr.data));
         assert!(worst(&h.data, &hr.data) < 1e-8, "{}", worst(&h.data, &hr.data));
+    }
+
+    /// The fast path's rounds, unpruned, from the f64 problem, with the
+    /// adaptation's own (flat) filter if it has one.
+    fn fast_rounds(
+        adaptation: &Adaptation,
+        m: &Matrix<f64>,
+        w0: &ConvTemplates<f64>,
+        h0: &Matrix<f64>,
+    ) -> (ConvTemplates<f32>, Matrix<f32>, AdaptInfo) {
+        let (m, w0, h0) = (m.map(|x| x as f32), w0.map(|x| x as f32), h0.map(|x| x as f32));
+        adaptation.run_fast(&m, &w0, &w0, h0, 0.0, adaptation.flat_filter(w0.n_bins, w0.tau).as_mut())
+    }
+
+    /// f32 templates and activations within 1e-4 of the largest reference
+    /// entry.
+    fn assert_within_single_precision(
+        w: &ConvTemplates<f32>,
+        h: &Matrix<f32>,
+        wr: &ConvTemplates<f64>,
+        hr: &Matrix<f64>,
+    ) {
+        let scale_w = wr.data.iter().copied().fold(0.0, f64::max);
+        let scale_h = hr.data.iter().copied().fold(0.0, f64::max);
+        let worst_w = w.data.iter().zip(&wr.data).map(|(&x, y)| (x as f64 - y).abs()).fold(0.0, f64::max);
+        let worst_h = h.data.iter().zip(&hr.data).map(|(&x, y)| (x as f64 - y).abs()).fold(0.0, f64::max);
+        assert!(worst_w < 1e-4 * scale_w, "{worst_w} vs {scale_w}");
+        assert!(worst_h < 1e-4 * scale_h, "{worst_h} vs {scale_h}");
     }
 
     /// The f32 sparse path against the reference loops, with no pruning.
@@ -876,20 +894,9 @@ mod tests {
         let (m, w0, _, _) = problem();
         let h0 = first_pass(&m, &w0);
         let adaptation = Adaptation { rounds: 4, strength: 0.3, ..Adaptation::default() };
-        let (w, h, info) = adaptation.run_fast(
-            &m.map(|x| x as f32),
-            &w0.map(|x| x as f32),
-            &w0.map(|x| x as f32),
-            h0.map(|x| x as f32),
-            0.0,
-        );
+        let (w, h, info) = fast_rounds(&adaptation, &m, &w0, &h0);
         let (wr, hr) = reference_rounds(&m, &w0, &h0, 4, info.lambda);
-        let scale_w = wr.data.iter().copied().fold(0.0, f64::max);
-        let scale_h = hr.data.iter().copied().fold(0.0, f64::max);
-        let worst_w = w.data.iter().zip(&wr.data).map(|(&x, y)| (x as f64 - y).abs()).fold(0.0, f64::max);
-        let worst_h = h.data.iter().zip(&hr.data).map(|(&x, y)| (x as f64 - y).abs()).fold(0.0, f64::max);
-        assert!(worst_w < 1e-4 * scale_w, "{worst_w} vs {scale_w}");
-        assert!(worst_h < 1e-4 * scale_h, "{worst_h} vs {scale_h}");
+        assert_within_single_precision(&w, &h, &wr, &hr);
     }
 
     /// One round with a shared filter as plain f64 loops: the effective
@@ -972,24 +979,14 @@ mod tests {
         restore_norms(&mut er, &w0, &mut hr);
         // The gains did move: the filter is not the identity.
         assert!(gain.iter().any(|g| (g - 1.0).abs() > 1e-3), "{gain:?}");
-        let (w, h, _) = adaptation.run_exact(&m, &w0, &w0, h0.clone());
+        let (w, h, _) =
+            adaptation.run_exact(&m, &w0, &w0, h0.clone(), adaptation.flat_filter(w0.n_bins, w0.tau).as_mut());
         let worst =
             |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| (x - y).abs() / y.abs().max(1e-9)).fold(0.0, f64::max);
         assert!(worst(&w.data, &er.data) < 1e-8, "{}", worst(&w.data, &er.data));
         assert!(worst(&h.data, &hr.data) < 1e-8, "{}", worst(&h.data, &hr.data));
-        let (w, h, _) = adaptation.run_fast(
-            &m.map(|x| x as f32),
-            &w0.map(|x| x as f32),
-            &w0.map(|x| x as f32),
-            h0.map(|x| x as f32),
-            0.0,
-        );
-        let scale_w = er.data.iter().copied().fold(0.0, f64::max);
-        let scale_h = hr.data.iter().copied().fold(0.0, f64::max);
-        let worst_w = w.data.iter().zip(&er.data).map(|(&x, y)| (x as f64 - y).abs()).fold(0.0, f64::max);
-        let worst_h = h.data.iter().zip(&hr.data).map(|(&x, y)| (x as f64 - y).abs()).fold(0.0, f64::max);
-        assert!(worst_w < 1e-4 * scale_w, "{worst_w} vs {scale_w}");
-        assert!(worst_h < 1e-4 * scale_h, "{worst_h} vs {scale_h}");
+        let (w, h, _) = fast_rounds(&adaptation, &m, &w0, &h0);
+        assert_within_single_precision(&w, &h, &er, &hr);
     }
 
     /// A piano whose every note is the learned one through the same
@@ -1023,10 +1020,12 @@ mod tests {
         };
         let plain = Adaptation { rounds: 30, ..Adaptation::default() };
         let filtered = Adaptation { filter_bands_per_octave: 3, ..plain };
-        let (wp, _, _) = plain.run_exact(&m, &learned, &learned, h0.clone());
-        let (wf, hf, _) = filtered.run_exact(&m, &learned, &learned, h0.clone());
-        let (wfree, _, _) =
-            Adaptation { filter_strength: 0.0, ..filtered }.run_exact(&m, &learned, &learned, h0.clone());
+        let (wp, _, _) = plain.run_exact(&m, &learned, &learned, h0.clone(), None);
+        let (wf, hf, _) = filtered.run_exact(&m, &learned, &learned, h0.clone(), filtered.flat_filter(f, tau).as_mut());
+        let (wfree, _, _) = {
+            let free = Adaptation { filter_strength: 0.0, ..filtered };
+            free.run_exact(&m, &learned, &learned, h0.clone(), free.flat_filter(f, tau).as_mut())
+        };
         let (before, without, with, free) = (dist(&learned, 3), dist(&wp, 3), dist(&wf, 3), dist(&wfree, 3));
         // Without the filter the note stays near the learned template; the
         // filter (the default pull towards flat) brings it a good part of
@@ -1038,7 +1037,7 @@ mod tests {
         // The filter explains the recording at least as well, and every
         // note keeps its pitch.
         let (lp, lf) = (
-            reference::loss(&m, &wp, &plain.run_exact(&m, &learned, &learned, h0.clone()).1, Beta::KL),
+            reference::loss(&m, &wp, &plain.run_exact(&m, &learned, &learned, h0.clone(), None).1, Beta::KL),
             reference::loss(&m, &wf, &hf, Beta::KL),
         );
         assert!(lf <= lp * 1.001, "{lf} vs {lp}");
@@ -1054,13 +1053,13 @@ mod tests {
         let (m, w0, _, _) = problem();
         let h0 = first_pass(&m, &w0);
         let (w, h, _) =
-            Adaptation { rounds: 0, strength: 1.0, ..Adaptation::default() }.run_exact(&m, &w0, &w0, h0.clone());
+            Adaptation { rounds: 0, strength: 1.0, ..Adaptation::default() }.run_exact(&m, &w0, &w0, h0.clone(), None);
         assert_eq!((w, h), (w0.clone(), h0.clone()));
         // Ten times louder: the same templates, ten times the activations.
         let adaptation = Adaptation { rounds: 5, strength: 0.5, ..Adaptation::default() };
-        let (w1, h1, _) = adaptation.run_exact(&m, &w0, &w0, h0.clone());
+        let (w1, h1, _) = adaptation.run_exact(&m, &w0, &w0, h0.clone(), None);
         let loud = m.map(|x| 10.0 * x);
-        let (w10, h10, _) = adaptation.run_exact(&loud, &w0, &w0, h0.map(|x| 10.0 * x));
+        let (w10, h10, _) = adaptation.run_exact(&loud, &w0, &w0, h0.map(|x| 10.0 * x), None);
         for (a, b) in w1.data.iter().zip(&w10.data) {
             assert!((a - b).abs() <= 1e-9 * a.abs().max(1e-12), "{a} {b}");
         }
@@ -1139,11 +1138,11 @@ mod tests {
             floor_silent_frames(&mut floored, regression.silence_floor);
             let again = match precision {
                 Precision::Exact => {
-                    one.run_exact(&floored, &w.map(|x| x as f64), &w1.map(|x| x as f64), h1).0.map(|x| x as f32)
+                    one.run_exact(&floored, &w.map(|x| x as f64), &w1.map(|x| x as f64), h1, None).0.map(|x| x as f32)
                 }
                 Precision::Fast => {
                     let prune = regression.fast.sparse.as_ref().map_or(0.0, |s| s.prune) as f32;
-                    one.run_fast(&floored.map(|x| x as f32), &w, &w1, h1.map(|x| x as f32), prune).0
+                    one.run_fast(&floored.map(|x| x as f32), &w, &w1, h1.map(|x| x as f32), prune, None).0
                 }
             };
             assert_eq!(w2.data, again.data, "{precision:?}");
