@@ -25,3 +25,33 @@ fn example_piece_transcribes_with_the_builtin_piano() {
     let scores = evaluate(&reference, &read_notes(&out).unwrap(), 0.05, 0.2);
     assert!(scores.onset.f_measure >= 0.70, "onset F {:.3} below 0.70", scores.onset.f_measure);
 }
+
+/// `--faithful` (the paper's iterations in f32) writes the same notes as
+/// `--exact` (f64, dense) on the first 10 s of the example piece, and
+/// `--faithful` and `--exact` together are refused.
+#[test]
+fn the_faithful_path_writes_the_exact_paths_notes() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    let run = |flags: &[&str], name: &str| {
+        let out = dir.path().join(name);
+        let o = Command::new(env!("CARGO_BIN_EXE_sscnmf"))
+            .args(["transcribe", "-q", "--duration", "10", "-o"])
+            .arg(&out)
+            .args(flags)
+            .arg(root.join("examples/bach-prelude-c.flac"))
+            .output()
+            .unwrap();
+        (o, out)
+    };
+    let (o, faithful) = run(&["--faithful"], "faithful.mid");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (o, exact) = run(&["--exact"], "exact.mid");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let notes = std::fs::read(&faithful).unwrap();
+    assert!(read_notes(&faithful).unwrap().len() > 20, "too few notes to compare");
+    assert_eq!(notes, std::fs::read(&exact).unwrap(), "the faithful and exact paths wrote other notes");
+    let (o, both) = run(&["--faithful", "--exact"], "both.mid");
+    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!both.exists());
+}

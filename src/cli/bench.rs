@@ -1,4 +1,5 @@
-//! `sscnmf bench`: per-stage timings, fast path against the exact path.
+//! `sscnmf bench`: per-stage timings, fast path against the exact path (and,
+//! with `--faithful`, the faithful path).
 
 use super::*;
 
@@ -18,6 +19,9 @@ pub(super) struct BenchArgs {
     /// Skip the exact (f64) reference run.
     #[arg(long)]
     no_exact: bool,
+    /// Also time the faithful path once (the paper's iterations in f32; `transcribe --faithful`).
+    #[arg(long)]
+    faithful: bool,
     /// Fit only the spectrogram's bins below this frequency (Hz; up to the Nyquist frequency,
     /// 22050 at 44.1 kHz, which fits all bins). Default for cnmf and nmf: 8268.75 (1536 of the 4097 bins
     /// at 44.1 kHz; within 0.3 F-points of all bins on the dev songs, 2.7x less work per
@@ -63,6 +67,12 @@ pub(super) fn bench(a: BenchArgs) -> anyhow::Result<()> {
         }
     }
     let fast = best.expect("at least one run");
+    let faithful = if a.faithful {
+        transcriber.regression.precision = Precision::Faithful;
+        Some(transcriber.transcribe_file(&a.audio)?)
+    } else {
+        None
+    };
     let exact = if a.no_exact {
         None
     } else {
@@ -82,6 +92,11 @@ pub(super) fn bench(a: BenchArgs) -> anyhow::Result<()> {
             "realtime_factor": realtime_factor,
             "notes": fast.notes.len(),
         },
+        "faithful": faithful.as_ref().map(|p| serde_json::json!({
+            "times": p.times, "total_seconds": total(p), "notes": p.notes.len(),
+            "speedup_of_fast": total(p) / total(&fast),
+            "same_notes_as_exact": exact.as_ref().map(|e| e.notes == p.notes),
+        })),
         "exact": exact.as_ref().map(|e| serde_json::json!({
             "times": e.times, "total_seconds": total(e), "notes": e.notes.len(),
             "speedup_of_fast": total(e) / total(&fast),
@@ -105,17 +120,24 @@ pub(super) fn bench(a: BenchArgs) -> anyhow::Result<()> {
         "         {iterations_per_second:.1} iterations/s, {gflops:.1} GFLOP/s, {realtime_factor:.1}x real time, {} notes",
         fast.notes.len()
     );
+    let differ = |a: &[sscnmf::notes::Note], b: &[sscnmf::notes::Note]| {
+        if a == b {
+            "identical".to_string()
+        } else {
+            format!("differ ({} vs {})", a.len(), b.len())
+        }
+    };
+    if let Some(p) = &faithful {
+        row("faithful", &p.times, total(p));
+        print!("         fast path {:.2}x faster", total(p) / total(&fast));
+        match &exact {
+            Some(e) => println!("; notes against exact {}", differ(&p.notes, &e.notes)),
+            None => println!(),
+        }
+    }
     if let Some(e) = &exact {
         row("exact", &e.times, total(e));
-        println!(
-            "         fast path {:.2}x faster; notes {}",
-            total(e) / total(&fast),
-            if e.notes == fast.notes {
-                "identical".to_string()
-            } else {
-                format!("differ ({} vs {})", fast.notes.len(), e.notes.len())
-            }
-        );
+        println!("         fast path {:.2}x faster; notes {}", total(e) / total(&fast), differ(&fast.notes, &e.notes));
     }
     if let Some(bytes) = peak_memory_bytes() {
         println!("peak memory {:.0} MB", bytes as f64 / 1e6);

@@ -415,7 +415,7 @@ pub struct Condition {
     pub max_frequency: Option<f64>,
 }
 
-/// The fast path against the reference path on one condition.
+/// The main runs' path (fast or faithful) against the reference path on one condition.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct ExactComparison {
     /// Index of the reference path's global δ in the grid.
@@ -452,6 +452,8 @@ pub struct Report {
     pub default_threshold: f64,
     /// Scaling of activations.
     pub activation_scale: String,
+    /// The regression path of the main runs (CNMF and NMF), in words.
+    pub path: String,
     /// Songs' duration.
     pub duration_seconds: f64,
     /// Cores of the machine (`std::thread::available_parallelism`).
@@ -876,6 +878,7 @@ pub fn run_experiment(config: &ExperimentConfig, progress: impl Fn(usize, usize,
         thresholds: grid.clone(),
         default_threshold,
         activation_scale: format!("{:?}", config.scale),
+        path: path_description(config.precision).to_string(),
         duration_seconds: config.duration_seconds,
         cores: cores(),
         jobs,
@@ -884,6 +887,15 @@ pub fn run_experiment(config: &ExperimentConfig, progress: impl Fn(usize, usize,
         conditions,
         adaptation: config.adaptation,
     })
+}
+
+/// The regression path in words, as the report names it.
+fn path_description(precision: Precision) -> &'static str {
+    match precision {
+        Precision::Fast => "the fast path (f32, sparse, extrapolated)",
+        Precision::Faithful => "the faithful path (f32, the paper's iterations as they are)",
+        Precision::Exact => "the reference path (f64, dense, the paper's iterations as they are)",
+    }
 }
 
 #[cfg(test)]

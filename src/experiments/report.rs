@@ -165,7 +165,7 @@ impl Report {
             "# sscnmf experiment\n\nCommand: `{}`\n\nDataset: `{}` ({}); templates from `{}`. First {} s of each \
              song; onset tolerance 50 ms, offsets within max(50 ms, 0.2 × the reference note's duration) for \
              onset + offset F1; δ grid {}..{} ({} values), activations scaled: {}; F is the mean of the songs' \
-             F-measures.{}\n\n",
+             F-measures. CNMF and NMF run on {}.{}\n\n",
             self.command_line,
             self.dataset.display(),
             self.layout,
@@ -175,6 +175,7 @@ impl Report {
             self.thresholds.last().unwrap_or(&0.0),
             self.thresholds.len(),
             self.activation_scale,
+            self.path,
             self.frequency_sentence(),
         );
         if let Some(a) = &self.adaptation {
@@ -438,11 +439,13 @@ impl Report {
         if !self.conditions.iter().any(|c| c.exact.is_some()) {
             return;
         }
-        s.push_str(
-            "\n## The fast path against the reference path\n\nFast path (f32, sparse, extrapolated) against the \
-             reference path (f64, dense, the paper's iterations as they are), onset F1 (%):\n\n",
+        let _ = write!(
+            s,
+            "\n## The main path against the reference path\n\nThe main runs, on {}, against the reference path \
+             (f64, dense, the paper's iterations as they are), onset F1 (%):\n\n",
+            self.path
         );
-        s.push_str("| templates | songs | τ | fast global (δ) | reference global (δ) | fast songwise | reference songwise | songs with identical notes at the default δ | same pitches and onsets | notes on one path only |\n|---|---|---|---|---|---|---|---|---|---|\n");
+        s.push_str("| templates | songs | τ | main path global (δ) | reference global (δ) | main path songwise | reference songwise | songs with identical notes at the default δ | same pitches and onsets | notes on one path only |\n|---|---|---|---|---|---|---|---|---|---|\n");
         for c in &self.conditions {
             let Some(x) = &c.exact else { continue };
             let _ = writeln!(

@@ -267,6 +267,8 @@ impl Adaptation {
                 m: m.map(|x| x as f32),
                 prune: regression.fast.sparse.as_ref().map_or(0.0, |s| s.prune) as f32,
             },
+            // The paper's iterations in f32: nothing pruned in the rounds either.
+            Precision::Faithful => RoundsInput::Fast { m: m.map(|x| x as f32), prune: 0.0 },
         };
         let (mut w, mut h) = (templates.clone(), h);
         // The shared filter, carried from cycle to cycle.
@@ -1128,7 +1130,7 @@ mod tests {
     fn a_second_cycle_starts_from_the_first() {
         let (m, w0, _, _) = problem();
         let w = w0.map(|x| x as f32);
-        for precision in [Precision::Exact, Precision::Fast] {
+        for precision in [Precision::Exact, Precision::Fast, Precision::Faithful] {
             let regression = ConvolutiveRegression { precision, ..Default::default() };
             let one = Adaptation { rounds: 6, strength: 0.3, refit: true, ..Adaptation::default() };
             let two = Adaptation { cycles: 2, ..one };
@@ -1140,8 +1142,12 @@ mod tests {
                 Precision::Exact => {
                     one.run_exact(&floored, &w.map(|x| x as f64), &w1.map(|x| x as f64), h1, None).0.map(|x| x as f32)
                 }
-                Precision::Fast => {
-                    let prune = regression.fast.sparse.as_ref().map_or(0.0, |s| s.prune) as f32;
+                Precision::Fast | Precision::Faithful => {
+                    // The faithful path prunes nothing in the rounds either.
+                    let prune = match precision {
+                        Precision::Fast => regression.fast.sparse.as_ref().map_or(0.0, |s| s.prune) as f32,
+                        _ => 0.0,
+                    };
                     one.run_fast(&floored.map(|x| x as f32), &w, &w1, h1.map(|x| x as f32), prune, None).0
                 }
             };
