@@ -137,6 +137,45 @@ fn transcribe_writes_all_formats_and_refuses_to_overwrite() {
     assert_eq!(common::sscnmf(&[&args[..], &["--overwrite"]].concat()).status.code(), Some(0));
 }
 
+/// One input and `-o FILE`: the extension picks the notes' format (CSV under
+/// a .csv name, not MIDI bytes); an extension that names no notes format is a
+/// one-line error before any work, and nothing is written.
+#[test]
+fn the_output_extension_picks_the_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let templates = tiny_templates(d);
+    let audio = d.join("tone.wav");
+    common::write_wav(&audio, 8000, &(0..8000).map(|i| (i as f32 * 0.2).sin() * 0.3).collect::<Vec<_>>());
+    let run = |out: &Path| {
+        common::sscnmf(&[
+            "transcribe",
+            audio.to_str().unwrap(),
+            "--templates",
+            templates.to_str().unwrap(),
+            "-q",
+            "-o",
+            out.to_str().unwrap(),
+        ])
+    };
+    let csv = d.join("notes.csv");
+    let o = run(&csv);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(std::fs::read_to_string(&csv).unwrap().starts_with("start_time_s,end_time_s,pitch_midi,velocity"));
+    assert!(!d.join("notes.mid").exists());
+    let json = d.join("notes.json");
+    assert_eq!(run(&json).status.code(), Some(0));
+    assert!(serde_json::from_slice::<serde_json::Value>(&std::fs::read(&json).unwrap()).is_ok());
+    let midi = d.join("notes.MID");
+    assert_eq!(run(&midi).status.code(), Some(0));
+    assert!(std::fs::read(&midi).unwrap().starts_with(b"MThd"));
+    let wav = d.join("notes.wav");
+    let o = run(&wav);
+    common::assert_input_error(&o, ".wav");
+    assert!(stderr(&o).contains("--sonify"), "{}", stderr(&o));
+    assert!(!wav.exists());
+}
+
 /// `--max-frequency` (transcribe, bench): above 0 Hz and at most the
 /// templates' Nyquist frequency (4000 Hz for the tiny 8 kHz dictionary), else
 /// a one-line error naming the templates file and nothing written; a valid

@@ -28,7 +28,8 @@ pub(super) struct TranscribeArgs {
     /// Default: cnmf for a template dictionary, attack-decay for an attack/decay model.
     #[arg(long, value_name = "METHOD")]
     method: Option<Method>,
-    /// Output MIDI file (one input) or folder (several inputs). Default: beside each input.
+    /// Output file (one input; its extension picks the format: .mid, .csv, .txt for MAPS, .json) or
+    /// folder (several inputs, one MIDI file each). Default: a MIDI file beside each input.
     #[arg(short, long)]
     output: Option<PathBuf>,
     /// Also write note lists in these formats: csv, txt (MAPS), json. Repeatable.
@@ -336,7 +337,24 @@ fn plan(a: &TranscribeArgs, inputs: &[PathBuf]) -> anyhow::Result<Vec<Option<Pla
     let mut claimed: HashMap<PathBuf, &Path> = HashMap::new();
     for input in inputs {
         let midi = midi_output_path(input, a.output.as_deref(), several);
-        let mut notes = vec![(midi.clone(), NoteFormat::Midi)];
+        // One input and `-o FILE`: the file's extension picks its format
+        // (song.csv gets CSV, not MIDI bytes under a CSV name).
+        let named = a.output.as_deref().filter(|o| !several && !o.is_dir()).is_some();
+        if named && read.iter().any(|i| same_file(i, &midi)) {
+            bail!("{}: output would overwrite an input file", midi.display());
+        }
+        let main_format = match (named, midi.extension()) {
+            (true, Some(ext)) => NoteFormat::from_path(&midi).with_context(|| {
+                format!(
+                    "{}: -o names the notes file, whose extension picks its format: .mid, .csv, .txt (MAPS) or \
+                     .json, not .{} (for audio, use --sonify)",
+                    midi.display(),
+                    ext.to_string_lossy()
+                )
+            })?,
+            _ => NoteFormat::Midi,
+        };
+        let mut notes = vec![(midi.clone(), main_format)];
         for &f in &a.formats {
             if f != NoteFormat::Midi && !notes.iter().any(|(_, g)| *g == f) {
                 notes.push((midi.with_extension(f.extension()), f));
