@@ -95,6 +95,18 @@ fn same_bytes_across_runs_and_thread_counts() {
     assert!(notes.len() > 10, "a real transcription: {} notes", notes.len());
     assert!(midis[0] == midis[1], "MIDI differs between 1 and 2 threads");
     assert!(midis[1] == midis[2], "MIDI differs between two runs");
+
+    // The faithful path (the paper's iterations in f32) too.
+    let mut faithful = Vec::new();
+    for (threads, name) in [(1, "f1.mid"), (2, "f2.mid")] {
+        let (s, t) = (song.to_str().unwrap(), path("t1.templates"));
+        sscnmf(
+            threads,
+            &["transcribe", s, "--templates", &t, "--duration", "40", "--faithful", "-o", &path(name), "-q"],
+        );
+        faithful.push(std::fs::read(d.join(name)).unwrap());
+    }
+    assert!(faithful[0] == faithful[1], "the faithful path's MIDI differs between 1 and 2 threads");
 }
 
 /// Issue 5: a batch gives the same files whatever `--jobs` and the number
