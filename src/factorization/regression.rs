@@ -10,9 +10,11 @@ use crate::{Error, Result};
 /// Which path the regression runs: how it computes the paper's iterations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Precision {
-    /// f32 dense products (the default): about twice the speed of f64;
-    /// agrees with [`Precision::Exact`] to single precision (see the tests
-    /// and BENCHMARKS.md for the effect on notes).
+    /// The default: f32, the iterations shortened as
+    /// [`ConvolutiveRegression::fast`] says (extrapolated updates, small
+    /// activations pruned or dormant on the sparse kernel). Within 0.3
+    /// F-points of [`Precision::Exact`] on the dev songs, but not the same
+    /// note lists (see the tests and BENCHMARKS.md for the effect on notes).
     #[default]
     Fast,
     /// The paper's iterations as they are, in f32: none of
@@ -21,7 +23,7 @@ pub enum Precision {
     /// [`ConvolutiveRegression::fast`]). On the 36 dev songs its notes are
     /// identical to [`Precision::Exact`]'s on every song (activations within
     /// 7.2e-7 of the song's largest), at about half its time and 4-5x the
-    /// fast path's (BENCHMARKS.md, "Fidelity to the reference path").
+    /// fast path's (BENCHMARKS.md, "The faithful path").
     Faithful,
     /// f64 dense products: the reference the fast path is checked against.
     Exact,
