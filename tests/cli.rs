@@ -4,6 +4,8 @@
 use std::path::Path;
 use std::process::Output;
 
+use sscnmf::notes::read_notes;
+
 mod common;
 
 fn stderr(o: &Output) -> String {
@@ -147,22 +149,26 @@ fn the_output_extension_picks_the_format() {
     let templates = tiny_templates(d);
     let audio = d.join("tone.wav");
     common::write_wav(&audio, 8000, &(0..8000).map(|i| (i as f32 * 0.2).sin() * 0.3).collect::<Vec<_>>());
-    let run = |out: &Path| {
-        common::sscnmf(&[
-            "transcribe",
-            audio.to_str().unwrap(),
-            "--templates",
-            templates.to_str().unwrap(),
-            "-q",
-            "-o",
-            out.to_str().unwrap(),
-        ])
+    let run_with = |out: &Path, more: &[&str]| {
+        let args = ["transcribe", audio.to_str().unwrap(), "--templates", templates.to_str().unwrap(), "-q", "-o"];
+        common::sscnmf(&[&args[..], &[out.to_str().unwrap()], more].concat())
     };
+    let run = |out: &Path| run_with(out, &[]);
     let csv = d.join("notes.csv");
     let o = run(&csv);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    assert!(std::fs::read_to_string(&csv).unwrap().starts_with("start_time_s,end_time_s,pitch_midi,velocity"));
+    let text = std::fs::read_to_string(&csv).unwrap();
+    assert!(text.starts_with("start_time_s,end_time_s,pitch_midi,velocity"), "{text}");
+    assert!(text.lines().count() > 1, "no note in {text}");
     assert!(!d.join("notes.mid").exists());
+    // --format adds formats beside it, MIDI included.
+    let o = run_with(&csv, &["--overwrite", "--format", "mid", "--format", "txt"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(std::fs::read(d.join("notes.mid")).unwrap().starts_with(b"MThd"));
+    assert_eq!(read_notes(&d.join("notes.txt")).unwrap().len(), text.lines().count() - 1);
+    // A folder to be made is not a file name, even with a dot in it.
+    let o = run(&d.join("out.v2/"));
+    assert!(!stderr(&o).contains("-o names the notes file"), "{}", stderr(&o));
     let json = d.join("notes.json");
     assert_eq!(run(&json).status.code(), Some(0));
     assert!(serde_json::from_slice::<serde_json::Value>(&std::fs::read(&json).unwrap()).is_ok());

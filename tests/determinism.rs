@@ -106,6 +106,8 @@ fn same_bytes_across_runs_and_thread_counts() {
         );
         faithful.push(std::fs::read(d.join(name)).unwrap());
     }
+    let faithful_notes = sscnmf::notes::parse_midi(&faithful[0]).unwrap();
+    assert!(faithful_notes.len() > 10, "a real transcription: {} notes", faithful_notes.len());
     assert!(faithful[0] == faithful[1], "the faithful path's MIDI differs between 1 and 2 threads");
 }
 

@@ -74,8 +74,9 @@ pub(super) struct ExperimentArgs {
     /// Fit every frequency bin, up to the Nyquist frequency (the paper's setting; slower).
     #[arg(long, conflicts_with = "max_frequency")]
     full_band: bool,
-    /// Also run the reference path (f64, dense) on every song and report how the fast path
-    /// compares: F at the global and songwise δ, and the songs with identical notes.
+    /// Also run the reference path (f64, dense) on every song and report how the main path (fast,
+    /// or faithful with --faithful) compares: F at the global and songwise δ, and the songs with
+    /// identical notes.
     #[arg(long, conflicts_with = "exact")]
     compare_exact: bool,
     /// Output folder for report.md, results.json and songs.csv, and the cache of templates and

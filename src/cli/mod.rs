@@ -73,9 +73,9 @@ sscnmf transcribe song.flac --templates other-piano.templates --adapt   # templa
 sscnmf transcribe song.flac --faithful             # the paper's iterations, unshortened, in f32\n\n\
 Three paths compute the activations (CNMF and NMF). The default, fast path shortens the paper's \
 iterations (extrapolated updates, small activations pruned): within 0.3 F-points of the reference path \
-on the dev songs, but not always the same notes (a velocity or an offset differs on most songs). \
+on the dev songs, but not the same notes (a velocity or an offset differs on every dev song). \
 --faithful runs the paper's iterations as they are in f32: on the 36 dev songs the same notes as --exact \
-(f64, dense, the reference) on every song, at about half --exact's time and 4-5x the fast path's.\n\n\
+(f64, dense, the reference) on every song, at about half --exact's time and about 4x the fast path's.\n\n\
 Without -o, each output goes beside its input (song.flac -> song.mid; with --sonify, song.sonified.wav, which \
 starts at --offset and lasts as long as the audio transcribed or until the last release has faded; with --plot, song.png). Existing files are not replaced unless \
 --overwrite is given.\n\n\

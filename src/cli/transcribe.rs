@@ -32,10 +32,11 @@ pub(super) struct TranscribeArgs {
     /// folder (several inputs, one MIDI file each). Default: a MIDI file beside each input.
     #[arg(short, long)]
     output: Option<PathBuf>,
-    /// Also write note lists in these formats: csv, txt (MAPS), json. Repeatable.
+    /// Also write the notes in these formats, beside the main output: csv, txt (MAPS), json, mid.
+    /// Repeatable.
     #[arg(long = "format", value_name = "FORMAT")]
     formats: Vec<NoteFormat>,
-    /// Also write the transcription played back as audio, beside the MIDI (song.mid ->
+    /// Also write the transcription played back as audio, beside the notes (song.mid ->
     /// song.sonified.wav): the built-in additive piano, or --soundfont.
     #[arg(long)]
     sonify: bool,
@@ -71,7 +72,7 @@ pub(super) struct TranscribeArgs {
     #[arg(long)]
     exact: bool,
     /// The paper's iterations as they are, in f32 (none of the fast path's shortcuts): the same
-    /// notes as --exact on all 36 dev songs, at about half its time (4-5x the default's)
+    /// notes as --exact on all 36 dev songs, at about half its time (about 4x the default's)
     #[arg(long, conflicts_with = "exact")]
     faithful: bool,
     /// Fit only the spectrogram's bins below this frequency (Hz; up to the Nyquist frequency,
@@ -93,7 +94,7 @@ pub(super) struct TranscribeArgs {
     /// set), each on one thread; a single file uses every core. Outputs do not depend on it.
     #[arg(short, long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     jobs: Option<u16>,
-    /// Also draw each transcription's piano roll beside its MIDI (song.mid -> song.png).
+    /// Also draw each transcription's piano roll beside its notes (song.mid -> song.png).
     #[arg(long)]
     plot: bool,
     /// Replace output files that exist.
@@ -339,7 +340,12 @@ fn plan(a: &TranscribeArgs, inputs: &[PathBuf]) -> anyhow::Result<Vec<Option<Pla
         let midi = midi_output_path(input, a.output.as_deref(), several);
         // One input and `-o FILE`: the file's extension picks its format
         // (song.csv gets CSV, not MIDI bytes under a CSV name).
-        let named = a.output.as_deref().filter(|o| !several && !o.is_dir()).is_some();
+        // (`-o out.v2/`, a folder to be made, is not a file name.)
+        let named = a
+            .output
+            .as_deref()
+            .filter(|o| !several && !o.is_dir() && !o.as_os_str().to_string_lossy().ends_with(std::path::is_separator))
+            .is_some();
         if named && read.iter().any(|i| same_file(i, &midi)) {
             bail!("{}: output would overwrite an input file", midi.display());
         }
@@ -356,7 +362,7 @@ fn plan(a: &TranscribeArgs, inputs: &[PathBuf]) -> anyhow::Result<Vec<Option<Pla
         };
         let mut notes = vec![(midi.clone(), main_format)];
         for &f in &a.formats {
-            if f != NoteFormat::Midi && !notes.iter().any(|(_, g)| *g == f) {
+            if !notes.iter().any(|(_, g)| *g == f) {
                 notes.push((midi.with_extension(f.extension()), f));
             }
         }

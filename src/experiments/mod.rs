@@ -275,8 +275,9 @@ pub struct SongResult {
     /// With [`ExperimentConfig::compare_exact`]: the reference path's points
     /// on the same grid (empty otherwise).
     pub exact_onset: Vec<Point>,
-    /// With [`ExperimentConfig::compare_exact`]: whether the fast and the
-    /// reference path give the same notes at the default δ.
+    /// With [`ExperimentConfig::compare_exact`]: whether the main path
+    /// (fast or faithful) and the reference path give the same notes at the
+    /// default δ.
     pub identical_notes_at_default: Option<bool>,
     /// With [`ExperimentConfig::compare_exact`]: the notes at the default δ
     /// whose (pitch, onset) is found by only one of the two paths (a note

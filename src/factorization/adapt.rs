@@ -122,7 +122,8 @@ pub struct Adaptation {
     /// pruned to zero stays zero, and with another piano's templates the
     /// sparse path prunes notes that the dense iterations would bring back.
     /// The rounds and the refit run on the sparse activations left once the
-    /// first pass has converged. Default false.
+    /// first pass has converged. Default false. No effect on
+    /// [`Precision::Faithful`], which prunes nothing anyway.
     pub dense_first_pass: bool,
     /// Cycles of rounds (and of the refit, when on): each cycle's rounds
     /// start from the previous cycle's templates and activations (after

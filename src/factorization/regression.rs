@@ -8,7 +8,9 @@ use super::{Beta, ConvTemplates, Matrix, SplitMix64};
 use crate::{Error, Result};
 
 /// Which path the regression runs: how it computes the paper's iterations.
+/// More paths may come (non-exhaustive).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum Precision {
     /// The default: f32, the iterations shortened as
     /// [`ConvolutiveRegression::fast`] says (extrapolated updates, small
@@ -22,8 +24,8 @@ pub enum Precision {
     /// dormant; [`FastSettings::faithful`], which replaces
     /// [`ConvolutiveRegression::fast`]). On the 36 dev songs its notes are
     /// identical to [`Precision::Exact`]'s on every song (activations within
-    /// 7.2e-7 of the song's largest), at about half its time and 4-5x the
-    /// fast path's (BENCHMARKS.md, "The faithful path").
+    /// 7.2e-7 of the song's largest), at about half its time and about 4x
+    /// the fast path's (BENCHMARKS.md, "The faithful path").
     Faithful,
     /// f64 dense products: the reference the fast path is checked against.
     Exact,
@@ -248,13 +250,17 @@ impl ConvolutiveRegression {
     }
 
     /// Every setting that shapes the result, as text (for cache keys): the
-    /// `Debug` form, without [`fast`](Self::fast) for [`Precision::Exact`]
-    /// and [`Precision::Faithful`], which ignore it.
+    /// `Debug` form, without [`fast`](Self::fast) for [`Precision::Exact`],
+    /// which ignores it, and with [`FastSettings::faithful`] in its place for
+    /// [`Precision::Faithful`], which runs those settings whatever `fast` says.
     pub fn settings_key(&self) -> String {
         // `fast` is the last field, so cutting at it keeps all the others
         // (the exact-path key test checks that nothing of it is left).
+        if self.precision == Precision::Faithful {
+            return format!("{:?}", ConvolutiveRegression { fast: FastSettings::faithful(), ..self.clone() });
+        }
         let mut key = format!("{self:?}");
-        if self.precision != Precision::Fast {
+        if self.precision == Precision::Exact {
             if let Some(at) = key.find(", fast: ") {
                 key.truncate(at);
                 key.push_str(" }");
