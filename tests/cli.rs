@@ -24,6 +24,13 @@ fn tiny_templates(dir: &Path) -> std::path::PathBuf {
     path
 }
 
+/// The tiny dictionary and a 1 s tone at 8 kHz (`tone.wav`) in `dir`.
+fn tiny_templates_and_tone(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let audio = dir.join("tone.wav");
+    common::write_wav(&audio, 8000, &(0..8000).map(|i| (i as f32 * 0.2).sin() * 0.3).collect::<Vec<_>>());
+    (tiny_templates(dir), audio)
+}
+
 #[test]
 fn help_teaches_and_exits_zero() {
     for cmd in [
@@ -124,9 +131,7 @@ fn bad_inputs_get_one_line_errors_and_no_output() {
 fn transcribe_writes_all_formats_and_refuses_to_overwrite() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let templates = tiny_templates(d);
-    let audio = d.join("tone.wav");
-    common::write_wav(&audio, 8000, &(0..8000).map(|i| (i as f32 * 0.2).sin() * 0.3).collect::<Vec<_>>());
+    let (templates, audio) = tiny_templates_and_tone(d);
     let args = ["transcribe", audio.to_str().unwrap(), "--templates", templates.to_str().unwrap(), "--quiet"];
     let o = common::sscnmf(&[&args[..], &["--format", "csv", "--format", "txt", "--format", "json"]].concat());
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
@@ -146,9 +151,7 @@ fn transcribe_writes_all_formats_and_refuses_to_overwrite() {
 fn the_output_extension_picks_the_format() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let templates = tiny_templates(d);
-    let audio = d.join("tone.wav");
-    common::write_wav(&audio, 8000, &(0..8000).map(|i| (i as f32 * 0.2).sin() * 0.3).collect::<Vec<_>>());
+    let (templates, audio) = tiny_templates_and_tone(d);
     let run_with = |out: &Path, more: &[&str]| {
         let args = ["transcribe", audio.to_str().unwrap(), "--templates", templates.to_str().unwrap(), "-q", "-o"];
         common::sscnmf(&[&args[..], &[out.to_str().unwrap()], more].concat())
@@ -190,9 +193,7 @@ fn the_output_extension_picks_the_format() {
 fn max_frequency_is_checked_before_work() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let templates = tiny_templates(d);
-    let audio = d.join("tone.wav");
-    common::write_wav(&audio, 8000, &(0..8000).map(|i| (i as f32 * 0.2).sin() * 0.3).collect::<Vec<_>>());
+    let (templates, audio) = tiny_templates_and_tone(d);
     let (a, t) = (audio.to_str().unwrap(), templates.to_str().unwrap());
     for bad in ["-5", "0", "NaN", "4000.5", "inf"] {
         let value = format!("--max-frequency={bad}");
