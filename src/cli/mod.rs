@@ -282,13 +282,19 @@ fn channel_selection(channel: Option<usize>) -> ChannelSelection {
 /// existing file (without `overwrite`), or that cannot be written (a missing
 /// or read-only folder).
 fn check_writable(path: &Path, overwrite: bool, inputs: &[PathBuf]) -> anyhow::Result<()> {
-    if inputs.iter().any(|i| same_file(i, path)) {
-        bail!("{}: output would overwrite an input file", path.display());
-    }
+    refuse_overwriting_an_input(path, inputs)?;
     if path.exists() && !overwrite {
         bail!("{}: already exists (use --overwrite to replace it)", path.display());
     }
     sscnmf::files::check_output_folder(path)?;
+    Ok(())
+}
+
+/// Refuses an output that is one of `inputs` (also through a link).
+fn refuse_overwriting_an_input(path: &Path, inputs: &[PathBuf]) -> anyhow::Result<()> {
+    if inputs.iter().any(|i| same_file(i, path)) {
+        bail!("{}: output would overwrite an input file", path.display());
+    }
     Ok(())
 }
 

@@ -149,8 +149,9 @@ fn expand_inputs(inputs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// Where each input's MIDI goes.
-fn midi_output_path(input: &Path, output: Option<&Path>, several: bool) -> PathBuf {
+/// Where each input's main notes file goes (MIDI, unless `-o` names a file
+/// of another notes format: [`main_notes_format`]).
+fn main_notes_path(input: &Path, output: Option<&Path>, several: bool) -> PathBuf {
     let stem = input.file_stem().map(|s| s.to_os_string()).unwrap_or_else(|| "transcription".into());
     match output {
         Some(o) if several || o.is_dir() => o.join(Path::new(&stem).with_extension("mid")),
@@ -159,9 +160,37 @@ fn midi_output_path(input: &Path, output: Option<&Path>, several: bool) -> PathB
     }
 }
 
-/// The sonified transcription beside `midi`: song.mid -> song.sonified.wav.
-fn sonified_path(midi: &Path) -> PathBuf {
-    midi.with_extension("sonified.wav")
+/// The sonified transcription beside the notes: song.mid -> song.sonified.wav.
+fn sonified_path(notes: &Path) -> PathBuf {
+    notes.with_extension("sonified.wav")
+}
+
+/// The format of the main notes file `path`: with one input and `-o FILE`,
+/// the one FILE's extension names (song.csv gets CSV, not MIDI bytes under a
+/// CSV name; an extension that names no notes format is refused), else MIDI.
+/// `-o out.v2/`, a folder to be made, is not a file name. A FILE that is an
+/// input is refused as such first, whatever its extension.
+fn main_notes_format(
+    path: &Path,
+    output: Option<&Path>,
+    several: bool,
+    inputs: &[PathBuf],
+) -> anyhow::Result<NoteFormat> {
+    let named = output
+        .filter(|o| !several && !o.is_dir() && !o.as_os_str().to_string_lossy().ends_with(std::path::is_separator))
+        .is_some();
+    let Some(ext) = path.extension().filter(|_| named) else {
+        return Ok(NoteFormat::Midi);
+    };
+    refuse_overwriting_an_input(path, inputs)?;
+    NoteFormat::from_path(path).with_context(|| {
+        format!(
+            "{}: -o names the notes file, whose extension picks its format: .mid, .csv, .txt (MAPS) or .json, not \
+             .{} (for audio, use --sonify)",
+            path.display(),
+            ext.to_string_lossy()
+        )
+    })
 }
 
 /// One input and everything it will write.
@@ -337,40 +366,18 @@ fn plan(a: &TranscribeArgs, inputs: &[PathBuf]) -> anyhow::Result<Vec<Option<Pla
     let mut plans = Vec::new();
     let mut claimed: HashMap<PathBuf, &Path> = HashMap::new();
     for input in inputs {
-        let midi = midi_output_path(input, a.output.as_deref(), several);
-        // One input and `-o FILE`: the file's extension picks its format
-        // (song.csv gets CSV, not MIDI bytes under a CSV name).
-        // (`-o out.v2/`, a folder to be made, is not a file name.)
-        let named = a
-            .output
-            .as_deref()
-            .filter(|o| !several && !o.is_dir() && !o.as_os_str().to_string_lossy().ends_with(std::path::is_separator))
-            .is_some();
-        if named && read.iter().any(|i| same_file(i, &midi)) {
-            bail!("{}: output would overwrite an input file", midi.display());
-        }
-        let main_format = match (named, midi.extension()) {
-            (true, Some(ext)) => NoteFormat::from_path(&midi).with_context(|| {
-                format!(
-                    "{}: -o names the notes file, whose extension picks its format: .mid, .csv, .txt (MAPS) or \
-                     .json, not .{} (for audio, use --sonify)",
-                    midi.display(),
-                    ext.to_string_lossy()
-                )
-            })?,
-            _ => NoteFormat::Midi,
-        };
-        let mut notes = vec![(midi.clone(), main_format)];
+        let main = main_notes_path(input, a.output.as_deref(), several);
+        let mut notes = vec![(main.clone(), main_notes_format(&main, a.output.as_deref(), several, &read)?)];
         for &f in &a.formats {
             if !notes.iter().any(|(_, g)| *g == f) {
-                notes.push((midi.with_extension(f.extension()), f));
+                notes.push((main.with_extension(f.extension()), f));
             }
         }
         let plan = Plan {
             input: input.clone(),
             notes,
-            sonified: a.sonify.then(|| sonified_path(&midi)),
-            picture: a.plot.then(|| midi.with_extension("png")),
+            sonified: a.sonify.then(|| sonified_path(&main)),
+            picture: a.plot.then(|| main.with_extension("png")),
         };
         for p in plan.outputs() {
             if let Some(other) = claimed.insert(p.to_path_buf(), input) {

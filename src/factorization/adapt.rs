@@ -98,7 +98,7 @@
 use rayon::prelude::*;
 
 use super::kernels::{CnmfKernel, Real, ACTIVATION_FLOOR, FRAME_BLOCK, TEMPLATE_FLOOR};
-use super::regression::{floor_silent_frames, ConvolutiveRegression, FitInfo, Precision};
+use super::regression::{floor_silent_frames, ConvolutiveRegression, FitInfo};
 use super::sparse::{SparseActivations, SparseCnmf, Step};
 use super::{reference, Beta, ConvTemplates, Matrix, MODEL_FLOOR};
 use crate::{Error, Result};
@@ -123,7 +123,8 @@ pub struct Adaptation {
     /// sparse path prunes notes that the dense iterations would bring back.
     /// The rounds and the refit run on the sparse activations left once the
     /// first pass has converged. Default false. No effect on
-    /// [`Precision::Faithful`], which prunes nothing anyway.
+    /// [`Precision::Faithful`](super::Precision::Faithful), which prunes
+    /// nothing anyway.
     pub dense_first_pass: bool,
     /// Cycles of rounds (and of the refit, when on): each cycle's rounds
     /// start from the previous cycle's templates and activations (after
@@ -262,14 +263,12 @@ impl Adaptation {
         floor_silent_frames(&mut m, regression.silence_floor);
         // What the rounds of every cycle read, in their precision: the floored
         // spectrogram and, on the exact path, the learned templates in f64.
-        let input = match regression.precision {
-            Precision::Exact => RoundsInput::Exact { m, w0: templates.map(|x| x as f64) },
-            Precision::Fast => RoundsInput::Fast {
-                m: m.map(|x| x as f32),
-                prune: regression.fast.sparse.as_ref().map_or(0.0, |s| s.prune) as f32,
-            },
-            // The paper's iterations in f32: nothing pruned in the rounds either.
-            Precision::Faithful => RoundsInput::Fast { m: m.map(|x| x as f32), prune: 0.0 },
+        // The rounds prune as the fit does (the faithful path: not at all).
+        let input = match regression.f32_settings() {
+            None => RoundsInput::Exact { m, w0: templates.map(|x| x as f64) },
+            Some(fast) => {
+                RoundsInput::Fast { m: m.map(|x| x as f32), prune: fast.sparse.map_or(0.0, |s| s.prune) as f32 }
+            }
         };
         let (mut w, mut h) = (templates.clone(), h);
         // The shared filter, carried from cycle to cycle.
@@ -723,7 +722,7 @@ pub fn objective(
 
 #[cfg(test)]
 mod tests {
-    use super::super::SplitMix64;
+    use super::super::{Precision, SplitMix64};
     use super::*;
 
     /// Harmonic templates of `k` notes (partials of note q at bins

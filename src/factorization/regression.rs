@@ -254,19 +254,32 @@ impl ConvolutiveRegression {
     /// which ignores it, and with [`FastSettings::faithful`] in its place for
     /// [`Precision::Faithful`], which runs those settings whatever `fast` says.
     pub fn settings_key(&self) -> String {
-        // `fast` is the last field, so cutting at it keeps all the others
-        // (the exact-path key test checks that nothing of it is left).
-        if self.precision == Precision::Faithful {
-            return format!("{:?}", ConvolutiveRegression { fast: FastSettings::faithful(), ..self.clone() });
-        }
-        let mut key = format!("{self:?}");
-        if self.precision == Precision::Exact {
-            if let Some(at) = key.find(", fast: ") {
-                key.truncate(at);
-                key.push_str(" }");
+        match self.f32_settings() {
+            Some(fast) => format!("{:?}", ConvolutiveRegression { fast, ..self.clone() }),
+            None => {
+                // `fast` is the last field, so cutting at it keeps all the
+                // others (the exact-path key test checks that nothing of it
+                // is left).
+                let mut key = format!("{self:?}");
+                if let Some(at) = key.find(", fast: ") {
+                    key.truncate(at);
+                    key.push_str(" }");
+                }
+                key
             }
         }
-        key
+    }
+
+    /// The [`FastSettings`] the f32 paths run: [`fast`](Self::fast) for
+    /// [`Precision::Fast`], [`FastSettings::faithful`] for
+    /// [`Precision::Faithful`]; `None` for [`Precision::Exact`], which has
+    /// no shortcuts to set.
+    pub fn f32_settings(&self) -> Option<FastSettings> {
+        match self.precision {
+            Precision::Fast => Some(self.fast.clone()),
+            Precision::Faithful => Some(FastSettings::faithful()),
+            Precision::Exact => None,
+        }
     }
 
     /// Fits the activations of `spectrogram` (F × N magnitudes) on
@@ -306,15 +319,11 @@ impl ConvolutiveRegression {
         };
         floor_silent_frames(&mut m, self.silence_floor);
         let h0 = random_activations(self.seed, k, n, first_frame);
-        match self.precision {
-            Precision::Exact => self.run(&m, &templates.map(|x| x as f64), h0),
-            Precision::Fast => {
-                let (h, info) = self.run_fast(&m.map(|x| x as f32), templates, h0.map(|x| x as f32))?;
-                Ok((h.map(|x| x as f64), info))
-            }
-            Precision::Faithful => {
-                let faithful = ConvolutiveRegression { fast: FastSettings::faithful(), ..self.clone() };
-                let (h, info) = faithful.run_fast(&m.map(|x| x as f32), templates, h0.map(|x| x as f32))?;
+        match self.f32_settings() {
+            None => self.run(&m, &templates.map(|x| x as f64), h0),
+            Some(fast) => {
+                let f32_path = ConvolutiveRegression { fast, ..self.clone() };
+                let (h, info) = f32_path.run_fast(&m.map(|x| x as f32), templates, h0.map(|x| x as f32))?;
                 Ok((h.map(|x| x as f64), info))
             }
         }
